@@ -1,0 +1,73 @@
+# WhatsApp multi-instance API: one Makefile for the whole workspace.
+# `make run` and `make test` are the two commands a new user types (README).
+
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PY := .venv/bin/python
+SERVICES := wa_auth wa_session_worker wa_webhooks wa_stats
+
+# Embedded defaults for `make run`: SQLite files under data/, the simulator engine, local RabbitMQ.
+export WA_PROFILE ?= embedded
+export WA_ENGINE ?= simulator
+export LOG_FORMAT ?= console
+export AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
+ADMIN_EMAIL ?= admin@example.com
+ADMIN_PASSWORD ?= admin123
+GATEWAY_PORT ?= 8080
+
+.PHONY: help install run migrate test test-unit lint fmt bench demo clean
+
+help:
+	@echo "make run      start the whole system on loopback (embedded defaults)"
+	@echo "make test     the whole test suite (needs local RabbitMQ and PostgreSQL)"
+	@echo "make lint     ruff + mypy on the whole tree"
+	@echo "make migrate  upgrade every service's store"
+	@echo "make bench    pipeline benchmark (newest results first in bench/RESULTS.md)"
+
+# uv is the workspace manager; install it into .tools/ when the machine has none.
+$(UV):
+	@python3 -m pip install --quiet --target .tools/uv-pkg uv && mkdir -p .tools/bin && ln -sf ../uv-pkg/bin/uv .tools/bin/uv
+
+.venv/.synced: uv.lock pyproject.toml $(wildcard services/*/pyproject.toml) libs/common/pyproject.toml | $(UV)
+	$(UV) sync --frozen --all-packages
+	@touch $@
+
+install: .venv/.synced
+
+migrate: install
+	@for s in $(SERVICES); do echo "migrating $$s"; $(PY) -m $$s migrate || exit 1; done
+
+run: install
+	@$(PY) -m wa_common.preflight
+	@$(MAKE) --no-print-directory migrate
+	@echo "================================================================"
+	@echo " Gateway:  http://127.0.0.1:$(GATEWAY_PORT)"
+	@echo " API docs: http://127.0.0.1:$(GATEWAY_PORT)/docs"
+	@echo " Admin:    $(ADMIN_EMAIL) / $(ADMIN_PASSWORD)"
+	@echo " Engine:   $(WA_ENGINE)   Profile: $(WA_PROFILE)   Stop: Ctrl-C"
+	@echo "================================================================"
+	@exec .venv/bin/honcho start -f Procfile
+
+test: install
+	$(PY) -m pytest
+
+test-unit: install
+	$(PY) -m pytest -m "not integration and not e2e"
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy libs/common/wa_common services/*/wa_* bench tests conftest.py
+
+fmt: install
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+bench: install
+	$(PY) -m bench
+
+demo: install
+	$(PY) -m tests.demo
+
+clean:
+	rm -rf .venv .tools data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,23 @@
+"""Sortable unique identifiers.
+
+Ids are ULIDs (https://github.com/ulid/spec) rendered as 26-character Crockford base32 strings,
+produced by the ``python-ulid`` library: lexicographic order follows creation time (millisecond
+resolution), so event ids sort by when they happened.
+"""
+
+from __future__ import annotations
+
+from ulid import ULID
+
+
+def new_id() -> str:
+    """Return a new ULID string such as ``01JD3Z8M4W8Q2J7ZQ7S9W6X2KA`` (26 chars, time-sortable)."""
+    return str(ULID())
+
+
+def id_timestamp_ms(value: str) -> int:
+    """Return the creation time encoded in a ULID string, in Unix milliseconds (UTC).
+
+    Raises ``ValueError`` when ``value`` is not a ULID.
+    """
+    return int(ULID.from_str(value).milliseconds)

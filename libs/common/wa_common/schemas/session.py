@@ -1,0 +1,157 @@
+"""The contract between the gateway and the session workers: operation names and payloads.
+
+Commands (state changes, and anything that needs the live WhatsApp session) are routed to the
+instance's shard queue ``wa.shard.<shard_for(instance_id)>``; queries are answered from the
+store by any worker through ``wa.queries``. Every request carries the caller (``Caller``); the
+worker answers 404 for an instance that does not exist or is not the caller's (admins see all).
+
+Payloads use the reference's camelCase request fields. A reply's ``data`` is exactly the
+reference's response body for the endpoint (so the gateway relays it), and its ``status`` is the
+HTTP status to answer with (201 for create, 202 while a QR code is being generated, 404, 409...).
+Phone numbers reach the worker already normalised by the gateway to digits in international
+format without ``+`` (``79001234567``); chat ids are JIDs (``<digits>@s.whatsapp.net`` or
+``<id>@g.us``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from wa_common.schemas.events import WebhookSettings, _Data
+
+
+class SessionCommand(StrEnum):
+    """Commands, routed to the instance's shard. Reply data = the reference's response body."""
+
+    CREATE_INSTANCE = "instance.create"  # CreateInstance → 201 instance body
+    UPDATE_INSTANCE = "instance.update"  # UpdateInstance → update response
+    DELETE_INSTANCE = "instance.delete"  # → {success, message}
+    RECONNECT = "instance.reconnect"  # → {success, message}
+    LOGOUT = "instance.logout"  # → {success, message}
+    PAIR_PHONE = "instance.pair_phone"  # PairPhone → {pairingCode}
+    SEND_TEXT = "message.send_text"  # SendText → {id}
+    SEND_MEDIA = "message.send_media"  # SendMedia → {id}
+    FETCH_CONTACTS = "contacts.fetch"  # → {contacts: [...]} from WhatsApp
+    ADD_CONTACT = "contacts.add"  # AddContact → {success, message, contact}
+    IMPORT_CONTACTS = "contacts.import"  # → {success, message, importedCount}
+    SAVE_CONTACT = "contacts.save"  # SaveContact → contact body
+
+
+class SessionQuery(StrEnum):
+    """Queries, answered from the store by any worker (``wa.queries``)."""
+
+    GET_INSTANCE = "instance.get"  # → instance body with webhookSettings and connectionStatus
+    LIST_INSTANCES = "instance.list"  # ListInstances → {instances: [...]}
+    STATUS = "instance.status"  # → status body
+    QR = "instance.qr"  # → 200 {qrCode} or 202 {message, status: "generating"}
+    ACTIVITY = "instance.activity"  # ActivityQuery → {logs, pagination}
+    EVENTS = "instance.events"  # EventsQuery → {events, latestTimestamp, count, hasMore}
+    CONTACTS_DB = "contacts.list_db"  # ContactsQuery → {contacts, pagination}
+    CHAT_MESSAGES = "chat.messages"  # ChatMessagesQuery → {messages, pagination}
+    CLUSTER = "cluster.workers"  # admin → {workers: [{id, shards: [...], sessions, ...}]}
+    STORE_STATUS = "store.status"  # admin → {provider, url (no credentials)}
+
+
+class CreateInstance(_Data):
+    """``POST /api/instances`` body. The gateway generates ``instance_id`` (a ULID) so it can
+    route the command to the new instance's shard before the instance exists."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    webhook_url: str | None = Field(default=None, alias="webhookUrl")
+    webhook_enabled: bool = Field(False, alias="webhookEnabled")
+    notify_received: bool = Field(True, alias="notifyReceived")
+    notify_sent: bool = Field(True, alias="notifySent")
+    notify_delivery: bool = Field(False, alias="notifyDelivery")
+    notify_read: bool = Field(False, alias="notifyRead")
+    max_retries: int = Field(3, ge=0, le=20, alias="maxRetries")
+    retry_interval: int = Field(60000, ge=1000, le=86_400_000, alias="retryInterval")
+    webhook_secret: str | None = Field(default=None, alias="webhookSecret", max_length=512)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class UpdateInstance(_Data):
+    """``PUT /api/instances/{id}`` body; absent fields are left unchanged."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    webhook_url: str | None = Field(default=None, alias="webhookUrl")
+    webhook_enabled: bool | None = Field(default=None, alias="webhookEnabled")
+    webhook_settings: WebhookSettings | None = Field(default=None, alias="webhookSettings")
+
+
+class PairPhone(_Data):
+    phone: str = Field(description="digits, international format without +")
+
+
+class SendText(_Data):
+    phone: str = Field(description="recipient digits, or a JID (…@s.whatsapp.net / …@g.us)")
+    message: str = Field(min_length=1, max_length=65536)
+
+
+class SendMedia(_Data):
+    """Media to send. Exactly one of ``url`` (the worker downloads it: size limit, timeout,
+    content-type check, private-address check) or ``dataBase64`` (an uploaded file, sent by the
+    gateway base64-encoded in the command) is set."""
+
+    phone: str
+    url: str | None = None
+    data_base64: str | None = Field(default=None, alias="dataBase64")
+    mimetype: str | None = None
+    filename: str | None = None
+    caption: str | None = Field(default=None, max_length=4096)
+
+
+class AddContact(_Data):
+    phone: str
+    name: str | None = None
+
+
+class SaveContact(_Data):
+    number: str
+    name: str | None = None
+    push_name: str | None = Field(default=None, alias="pushName")
+    is_group: bool = Field(False, alias="isGroup")
+    profile_picture: str | None = Field(default=None, alias="profilePicture")
+    about: str | None = None
+
+
+class Page(_Data):
+    limit: int = Field(100, ge=1, le=1000)
+    skip: int = Field(0, ge=0)
+
+
+class ListInstances(_Data):
+    all_users: bool = Field(False, alias="allUsers", description="admin only: every user's instances")
+
+
+class ActivityQuery(Page):
+    actions: list[str] | None = None
+    start_date: str | None = Field(default=None, alias="startDate", description="ISO 8601")
+    end_date: str | None = Field(default=None, alias="endDate", description="ISO 8601")
+
+
+class EventsQuery(_Data):
+    since: str | None = Field(default=None, description="ISO 8601")
+    limit: int = Field(20, ge=1, le=1000)
+    types: list[str] | None = None
+
+
+class ContactsQuery(Page):
+    search: str | None = None
+    only_groups: bool = Field(False, alias="onlyGroups")
+
+
+class ChatMessagesQuery(Page):
+    chat_id: str = Field(alias="chatId", description="a JID, or digits (mapped to <digits>@s.whatsapp.net)")
+    limit: int = Field(50, ge=1, le=1000)
+    start_date: str | None = Field(default=None, alias="startDate")
+    end_date: str | None = Field(default=None, alias="endDate")
+
+
+def payload(model: _Data) -> dict[str, Any]:
+    """The request payload dict of a payload model (camelCase, JSON-ready)."""
+    return model.model_dump(by_alias=True, mode="json")
