@@ -1,0 +1,1 @@
+"""Auth service (internal): the ``auth`` service (see DESIGN.md)."""

@@ -1,0 +1,3 @@
+from wa_auth.main import main
+
+main()

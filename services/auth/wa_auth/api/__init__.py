@@ -1,0 +1,1 @@
+"""HTTP routes of the auth service (all internal: called only by the gateway)."""
