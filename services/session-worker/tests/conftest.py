@@ -1,0 +1,61 @@
+"""Fixtures of the session-worker tests: migrated stores (SQLite, PostgreSQL, MongoDB if set)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from wa_common.db import create_engine
+from wa_common.ids import new_id
+from wa_common.migrations import upgrade
+from wa_session_worker.repository.base import Repository
+from wa_session_worker.repository.sql import SqlRepository
+
+MONGODB_URL = os.environ.get("MONGODB_URL")
+
+
+def migrate(url: str) -> None:
+    """Upgrade the worker store at ``url`` (in a thread: Alembic runs its own event loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(upgrade, "wa_session_worker", url).result()
+
+
+@pytest.fixture(scope="session")
+def worker_pg_url(postgres_url: str) -> str:
+    """The session's PostgreSQL database, migrated to the worker's newest schema."""
+    migrate(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture(scope="session")
+def worker_sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path: Path = tmp_path_factory.mktemp("worker") / "worker.db"
+    url = f"sqlite:///{path}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mongodb"])
+async def repo(
+    request: pytest.FixtureRequest, worker_sqlite_url: str, worker_pg_url: str
+) -> AsyncIterator[Repository]:
+    """Every reachable repository implementation (MongoDB only when ``MONGODB_URL`` is set)."""
+    if request.param == "mongodb":
+        if not MONGODB_URL:
+            pytest.skip("MongoDB leg skipped: set MONGODB_URL=mongodb://host:27017 to run it")
+        from wa_session_worker.repository.mongo import MongoRepository
+
+        mongo = MongoRepository(MONGODB_URL, f"wa_test_{new_id().lower()}")
+        await mongo.start()
+        yield mongo
+        await mongo.client.drop_database(mongo.db.name)
+        await mongo.close()
+        return
+    url = worker_sqlite_url if request.param == "sqlite" else worker_pg_url
+    engine = create_engine(url)
+    yield SqlRepository(engine, url)
+    await engine.dispose()

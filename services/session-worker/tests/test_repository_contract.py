@@ -1,0 +1,202 @@
+"""One contract for every repository implementation (SQLite, PostgreSQL, MongoDB when set)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from wa_common.ids import new_id
+from wa_session_worker.repository.base import (
+    ActivityRec,
+    EventRec,
+    InstanceRec,
+    MessageRec,
+    Repository,
+)
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def instance(user: str = "u1", shard: int = 3) -> InstanceRec:
+    return InstanceRec(
+        id=new_id(),
+        user_id=user,
+        name="Primary",
+        shard=shard,
+        status="connecting",
+        created_at=T0,
+        updated_at=T0,
+        webhook_settings={"notifyReceived": True, "headers": {"X": "1"}},
+    )
+
+
+def message(
+    instance_id: str, jid: str, minutes: int, status: str = "sent", from_me: bool = True
+) -> MessageRec:
+    at = T0 + timedelta(minutes=minutes)
+    return MessageRec(
+        id=new_id(),
+        instance_id=instance_id,
+        message_id=f"3EB0{new_id()}",
+        remote_jid=jid,
+        from_me=from_me,
+        message_type="text",
+        status=status,
+        timestamp=at,
+        created_at=at,
+        updated_at=at,
+        content=f"m{minutes}",
+        metadata={"timestamp": int(at.timestamp())},
+    )
+
+
+async def test_instances_roundtrip_and_isolation(repo: Repository) -> None:
+    a, b = instance("alice"), instance("bob", shard=5)
+    assert await repo.create_instance(a)
+    assert not await repo.create_instance(a), "a second create with the same id must be refused"
+    await repo.create_instance(b)
+    got = await repo.get_instance(a.id)
+    assert got is not None and got.name == "Primary" and got.created_at == T0
+    assert got.created_at.tzinfo is not None
+    assert got.webhook_settings == {"notifyReceived": True, "headers": {"X": "1"}}
+    assert [r.id for r in await repo.list_instances("alice")] == [a.id]
+    assert {a.id, b.id} <= {r.id for r in await repo.list_instances(None)}
+    assert b.id in [r.id for r in await repo.instances_in_shard(5)]
+    updated = await repo.update_instance(
+        a.id, status="connected", device_jid="1@s.whatsapp.net", device_data={"k": 1}
+    )
+    assert updated is not None and updated.status == "connected" and updated.device_data == {"k": 1}
+    assert await repo.update_instance("missing") is None
+
+
+async def test_delete_removes_everything(repo: Repository) -> None:
+    rec = instance()
+    await repo.create_instance(rec)
+    await repo.add_message(message(rec.id, "1@s.whatsapp.net", 1))
+    await repo.upsert_contact(rec.id, "1@s.whatsapp.net", name="A")
+    await repo.add_activity(ActivityRec(new_id(), rec.id, "connected", {}, T0))
+    await repo.add_event(EventRec(new_id(), rec.id, "connected", T0, {}))
+    assert await repo.delete_instance(rec.id)
+    assert await repo.get_instance(rec.id) is None
+    assert (await repo.chat_messages(rec.id, "1@s.whatsapp.net", start=None, end=None, skip=0, limit=10))[
+        1
+    ] == 0
+    assert (await repo.list_contacts(rec.id, search=None, only_groups=False, skip=0, limit=10))[1] == 0
+    assert not await repo.delete_instance(rec.id)
+
+
+async def test_messages_history_dedup_and_status(repo: Repository) -> None:
+    rec = instance()
+    await repo.create_instance(rec)
+    jid, other = "79001234567@s.whatsapp.net", "79007654321@s.whatsapp.net"
+    msgs = [message(rec.id, jid, i) for i in range(5)]
+    for msg in msgs:
+        assert await repo.add_message(msg)
+    await repo.add_message(message(rec.id, other, 9))
+    duplicate = message(rec.id, jid, 7)
+    duplicate.message_id = msgs[0].message_id
+    assert not await repo.add_message(duplicate), "(instance, message id) is unique"
+
+    page, total = await repo.chat_messages(rec.id, jid, start=None, end=None, skip=1, limit=2)
+    assert total == 5 and [m.content for m in page] == ["m3", "m2"], "newest first, skip/limit"
+    span, total = await repo.chat_messages(
+        rec.id, jid, start=T0 + timedelta(minutes=1), end=T0 + timedelta(minutes=3), skip=0, limit=10
+    )
+    assert total == 3 and [m.content for m in span] == ["m3", "m2", "m1"]
+
+    at = T0 + timedelta(hours=1)
+    changed = await repo.update_message_status(
+        rec.id, [msgs[0].message_id], "read", at, ["sent", "delivered"]
+    )
+    assert [m.message_id for m in changed] == [msgs[0].message_id] and changed[0].status == "read"
+    late = await repo.update_message_status(rec.id, [msgs[0].message_id], "delivered", at, ["sent"])
+    assert late == [], "a late delivered receipt must not overwrite read"
+    page, _ = await repo.chat_messages(rec.id, jid, start=None, end=None, skip=4, limit=1)
+    assert page[0].status == "read" and page[0].status_updated_at == at
+
+
+async def test_contacts_upsert_search_groups(repo: Repository) -> None:
+    rec = instance()
+    await repo.create_instance(rec)
+    first = await repo.upsert_contact(rec.id, "79001234567@s.whatsapp.net", name="John Doe", push_name="John")
+    again = await repo.upsert_contact(rec.id, "79001234567@s.whatsapp.net", about="hi", name=None)
+    assert (
+        again.id == first.id
+        and again.name == "John Doe"
+        and again.about == "hi"
+        and again.number == "79001234567"
+    )
+    await repo.upsert_contact(rec.id, "79005550000@s.whatsapp.net", name="Mary")
+    await repo.upsert_contact(rec.id, "12345@g.us", name="Work Group", is_group=True)
+
+    found, total = await repo.list_contacts(rec.id, search="joh", only_groups=False, skip=0, limit=10)
+    assert total == 1 and found[0].name == "John Doe"
+    found, total = await repo.list_contacts(rec.id, search="555", only_groups=False, skip=0, limit=10)
+    assert total == 1 and found[0].name == "Mary"
+    found, total = await repo.list_contacts(rec.id, search="100%", only_groups=False, skip=0, limit=10)
+    assert total == 0, "LIKE wildcards in the search are literal"
+    groups, total = await repo.list_contacts(rec.id, search=None, only_groups=True, skip=0, limit=10)
+    assert total == 1 and groups[0].is_group
+    page, total = await repo.list_contacts(rec.id, search=None, only_groups=False, skip=1, limit=1)
+    assert total == 3 and len(page) == 1
+
+
+async def test_activity_filters(repo: Repository) -> None:
+    rec = instance()
+    await repo.create_instance(rec)
+    for i, action in enumerate(["qr_received", "connected", "disconnected", "connected"]):
+        await repo.add_activity(ActivityRec(new_id(), rec.id, action, {"i": i}, T0 + timedelta(minutes=i)))
+    logs, total = await repo.list_activity(
+        rec.id, actions=["connected"], start=None, end=None, skip=0, limit=10
+    )
+    assert total == 2 and [r.details["i"] for r in logs] == [3, 1]
+    logs, total = await repo.list_activity(
+        rec.id, actions=None, start=T0 + timedelta(minutes=1), end=T0 + timedelta(minutes=2), skip=0, limit=10
+    )
+    assert total == 2 and [r.action for r in logs] == ["disconnected", "connected"]
+
+
+async def test_recent_events_and_prune(repo: Repository) -> None:
+    rec = instance()
+    await repo.create_instance(rec)
+    for i in range(5):
+        kind = "message_received" if i % 2 else "message_sent"
+        await repo.add_event(EventRec(new_id(), rec.id, kind, T0 + timedelta(seconds=i), {"i": i}))
+    events, more = await repo.recent_events(rec.id, since=None, types=None, limit=2)
+    assert [e.data["i"] for e in events] == [4, 3] and more
+    events, more = await repo.recent_events(
+        rec.id, since=T0 + timedelta(seconds=1), types=["message_sent"], limit=10
+    )
+    assert [e.data["i"] for e in events] == [4, 2] and not more
+    await repo.prune(T0 + timedelta(seconds=3), T0 - timedelta(days=1))
+    events, _ = await repo.recent_events(rec.id, since=None, types=None, limit=10)
+    assert [e.data["i"] for e in events] == [4, 3]
+
+
+async def test_idempotency(repo: Repository) -> None:
+    rec = instance()
+    await repo.create_instance(rec)
+    assert await repo.idempotency_begin(rec.id, "k1", "message.send_text") is None
+    pending = await repo.idempotency_begin(rec.id, "k1", "message.send_text")
+    assert pending is not None and pending.state == "pending"
+    await repo.idempotency_finish(rec.id, "k1", {"ok": True, "data": {"id": "X"}})
+    done = await repo.idempotency_begin(rec.id, "k1", "message.send_text")
+    assert done is not None and done.state == "done" and done.reply == {"ok": True, "data": {"id": "X"}}
+    assert await repo.idempotency_begin(rec.id, "k2", "message.send_text") is None
+    await repo.idempotency_finish(rec.id, "k2", None)
+    assert await repo.idempotency_begin(rec.id, "k2", "message.send_text") is None, (
+        "a forgotten key may run again"
+    )
+
+
+async def test_record_message_is_all_or_nothing(repo: Repository) -> None:
+    rec = instance()
+    await repo.create_instance(rec)
+    msg = message(rec.id, "1@s.whatsapp.net", 30)
+    assert await repo.record_message(msg, EventRec(new_id(), rec.id, "message_sent", T0, {"n": 1}))
+    dup = message(rec.id, "1@s.whatsapp.net", 31)
+    dup.message_id = msg.message_id
+    assert not await repo.record_message(dup, EventRec(new_id(), rec.id, "message_sent", T0, {"n": 2}))
+    events, _ = await repo.recent_events(rec.id, since=None, types=None, limit=10)
+    assert [e.data["n"] for e in events] == [1], "a duplicate message keeps no event"
+    touched = await repo.get_instance(rec.id)
+    assert touched is not None and touched.last_activity_at == msg.created_at

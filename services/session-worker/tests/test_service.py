@@ -1,0 +1,407 @@
+"""The worker's commands and queries end to end, in process: the real app (its lifespan), the real
+RabbitMQ, a SQLite store, the simulator engine. Requests are sent the way the gateway sends them
+and replies are checked against the API reference's response bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import wait_for
+from wa_common.bus import (
+    EXCHANGE_COMMANDS,
+    EXCHANGE_EVENTS,
+    QUERY_ROUTING_KEY,
+    SERVICE_QUEUES,
+    Bus,
+    Delivery,
+    RpcClient,
+    shard_for,
+    shard_queue,
+)
+from wa_common.ids import new_id
+from wa_common.migrations import upgrade
+from wa_common.schemas import Caller, Command, Event, Query, Reply
+from wa_common.schemas.envelope import utcnow
+from wa_common.schemas.session import SessionCommand as C
+from wa_common.schemas.session import SessionQuery as Q
+from wa_common.sim_client import sim_scan, sim_send
+from wa_session_worker.main import build_app
+from wa_session_worker.media import download
+from wa_session_worker.service.views import ApiError
+from wa_session_worker.settings import WorkerSettings
+
+S = 8
+ALICE = Caller(user_id="alice")
+BOB = Caller(user_id="bob")
+ADMIN = Caller(user_id="root", role="admin")
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+class Ctx:
+    def __init__(self, bus: Bus, rpc: RpcClient, events: list[Event]) -> None:
+        self.bus, self.rpc, self.events = bus, rpc, events
+
+    async def cmd(
+        self, name: str, iid: str, caller: Caller = ALICE, payload: dict[str, Any] | None = None, **kw: Any
+    ) -> Reply:
+        command = Command(name=name, caller=caller, instance_id=iid, payload=payload or {}, **kw)
+        return await self.rpc.call(EXCHANGE_COMMANDS, shard_queue(shard_for(iid, S)), command)
+
+    async def q(
+        self, name: str, iid: str | None = None, caller: Caller = ALICE, payload: dict[str, Any] | None = None
+    ) -> Reply:
+        return await self.rpc.call(
+            EXCHANGE_COMMANDS,
+            QUERY_ROUTING_KEY,
+            Query(name=name, caller=caller, instance_id=iid, payload=payload or {}),
+        )
+
+    def of(self, type_: str, iid: str) -> list[Event]:
+        return [e for e in self.events if e.type == type_ and e.instance_id == iid]
+
+
+@pytest.fixture(scope="module")
+def media_server() -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/page.html":
+                body, ctype = b"<html></html>", "text/html"
+            else:
+                body, ctype = PNG, "image/png"
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+async def ctx(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ctx]:
+    path: Path = tmp_path_factory.mktemp("svc") / "worker.db"
+    url = f"sqlite:///{path}"
+    await asyncio.to_thread(upgrade, "wa_session_worker", url)
+    settings = WorkerSettings(
+        id="svc-worker",
+        profile="embedded",
+        amqp_url=amqp_url,
+        shard_count=S,
+        database_url=url,
+        port=0,
+        lease_ttl_s=3,
+        lease_renew_s=0.5,
+        lease_safety_s=1,
+        media_allow_private=True,
+        media_max_bytes=1024,
+        sim_delivered_ms=20,
+        sim_read_ms=40,
+    )
+    app = build_app(settings)
+    runtime = app.state.runtime
+    events: list[Event] = []
+    async with runtime.lifespan(app):
+        bus = Bus(amqp_url, service="svc-test", shard_count=S, prefetch=64, delivery_limit=5)
+        await bus.connect()
+        rpc = RpcClient(bus)
+        await rpc.start()
+
+        async def on_event(delivery: Delivery) -> None:
+            events.append(Event.from_bytes(delivery.body))
+
+        await bus.consume_transient([(EXCHANGE_EVENTS, "#")], on_event, name_prefix="wa.test.events")
+        await wait_for(
+            lambda: len(app.state.shards.owned()) == S, timeout_s=20, message="worker owns all shards"
+        )
+        yield Ctx(bus, rpc, events)
+        await bus.close()
+
+
+async def paired(ctx: Ctx, phone: str, caller: Caller = ALICE, **create: Any) -> str:
+    iid = new_id()
+    reply = await ctx.cmd(C.CREATE_INSTANCE, iid, caller, {"name": f"n{phone}", **create})
+    assert reply.status == 201, reply
+
+    async def code() -> str | None:
+        r = await ctx.q(Q.QR, iid, caller)
+        return r.data["qrCode"] if r.status == 200 else None
+
+    await sim_scan(ctx.bus, await wait_for(code, timeout_s=10, message="QR"), phone)
+
+    async def connected() -> bool:
+        return (await ctx.q(Q.STATUS, iid, caller)).data["status"] == "connected"
+
+    await wait_for(connected, timeout_s=10, message="connected")
+    return iid
+
+
+async def test_instance_lifecycle(ctx: Ctx) -> None:
+    iid = new_id()
+    create = {
+        "name": "Primary WhatsApp",
+        "description": "Corporate account",
+        "webhookUrl": "https://example.com/webhook",
+        "webhookEnabled": True,
+        "maxRetries": 5,
+        "webhookSecret": "s3cret",
+        "headers": {"Custom-Header": "v"},
+    }
+    reply = await ctx.cmd(C.CREATE_INSTANCE, iid, ALICE, create)
+    assert reply.status == 201
+    body = reply.data
+    assert body["id"] == iid and body["userId"] == "alice" and body["status"] == "connecting"
+    assert body["createdAt"].endswith("Z") and len(body["createdAt"]) == 24
+    again = await ctx.cmd(C.CREATE_INSTANCE, iid, ALICE, create)
+    assert again.status == 201 and again.data["id"] == iid, "a retried create answers like the first"
+    assert (await ctx.cmd(C.CREATE_INSTANCE, iid, BOB, create)).status == 409
+
+    # QR: 202 while generating, then the raw pairing string.
+    first = await ctx.q(Q.QR, iid)
+    assert first.status in (200, 202)
+    if first.status == 202:
+        assert first.data["status"] == "generating"
+    await wait_for(lambda: ctx.q(Q.QR, iid), timeout_s=10)
+
+    detail = (await ctx.q(Q.GET_INSTANCE, iid)).data
+    assert detail["webhookSettings"]["maxRetries"] == 5 and detail["webhookSettings"]["secret"] == "s3cret"
+    assert detail["webhookSettings"]["instanceId"] == iid
+    assert set(detail["connectionStatus"]) == {"ready", "status", "hasQr"}
+    assert (await ctx.q(Q.GET_INSTANCE, iid, BOB)).status == 404
+    assert (await ctx.cmd(C.UPDATE_INSTANCE, iid, BOB, {"name": "x"})).status == 404
+
+    listed = (await ctx.q(Q.LIST_INSTANCES, None, ALICE)).data["instances"]
+    assert iid in [i["id"] for i in listed] and "connectionStatus" in listed[0]
+    assert iid not in [i["id"] for i in (await ctx.q(Q.LIST_INSTANCES, None, BOB)).data["instances"]]
+
+    updated = await ctx.cmd(
+        C.UPDATE_INSTANCE,
+        iid,
+        ALICE,
+        {"name": "New", "webhookSettings": {"notifyRead": True, "maxRetries": 7}},
+    )
+    assert (
+        updated.ok
+        and updated.data["name"] == "New"
+        and set(updated.data)
+        == {
+            "id",
+            "name",
+            "description",
+            "webhookUrl",
+            "webhookEnabled",
+            "updatedAt",
+        }
+    )
+    await wait_for(lambda: ctx.of("webhook_updated", iid) and ctx.of("instance.updated", iid), timeout_s=5)
+    snapshot = ctx.of("instance.updated", iid)[-1]
+    assert snapshot.user_id == "alice"
+    assert (
+        snapshot.data["webhookSettings"]["maxRetries"] == 7
+        and snapshot.data["webhookSettings"]["secret"] == "s3cret"
+    )
+    created = ctx.of("instance.created", iid)
+    assert len(created) == 1 and created[0].data["webhookUrl"] == "https://example.com/webhook"
+
+    status = (await ctx.q(Q.STATUS, iid)).data
+    assert status["instanceId"] == iid and status["status"] == "qr" and status["hasQr"] is True
+    assert status["lastActivity"] and status["connectionDetails"]["status"] == "qr"
+
+    activity = (await ctx.q(Q.ACTIVITY, iid, ALICE, {"actions": ["qr_received"], "limit": 1})).data
+    assert activity["logs"][0]["action"] == "qr_received" and activity["logs"][0]["details"]["attempt"] >= 1
+    assert activity["pagination"]["limit"] == 1
+
+    deleted = await ctx.cmd(C.DELETE_INSTANCE, iid)
+    assert deleted.data == {"success": True, "message": f"Instance {iid} deleted successfully"}
+    assert (await ctx.q(Q.GET_INSTANCE, iid)).status == 404
+    await wait_for(lambda: ctx.of("instance.deleted", iid), timeout_s=5)
+
+
+async def test_messages_contacts_history_events(ctx: Ctx, media_server: str) -> None:
+    a = await paired(ctx, "15550000001")
+    b = await paired(ctx, "15550000002", BOB)
+    await wait_for(lambda: ctx.of("connected", a), timeout_s=5)
+
+    sent = await ctx.cmd(C.SEND_TEXT, a, ALICE, {"phone": "15550000002", "message": "Hi! How are you?"})
+    assert sent.ok and set(sent.data) == {"id"}
+    # A retried send with the same idempotency key runs once and answers the same id.
+    k1 = await ctx.cmd(
+        C.SEND_TEXT, a, ALICE, {"phone": "15550000002", "message": "once"}, idempotency_key="k-1"
+    )
+    k2 = await ctx.cmd(
+        C.SEND_TEXT, a, ALICE, {"phone": "15550000002", "message": "once"}, idempotency_key="k-1"
+    )
+    assert k1.ok and k2.data == k1.data
+    up = await ctx.cmd(
+        C.SEND_MEDIA,
+        a,
+        ALICE,
+        {
+            "phone": "15550000002",
+            "dataBase64": base64.b64encode(PNG).decode(),
+            "filename": "x.png",
+            "caption": "pic",
+        },
+    )
+    assert up.ok, up
+    by_url = await ctx.cmd(C.SEND_MEDIA, a, ALICE, {"phone": "15550000002", "url": f"{media_server}/img.png"})
+    assert by_url.ok, by_url
+    page = await ctx.cmd(C.SEND_MEDIA, a, ALICE, {"phone": "15550000002", "url": f"{media_server}/page.html"})
+    assert page.status == 400 and "text/html" in (page.error or "")
+    big = await ctx.cmd(
+        C.SEND_MEDIA, a, ALICE, {"phone": "15550000002", "dataBase64": base64.b64encode(b"x" * 2048).decode()}
+    )
+    assert big.status == 413
+    bad = await ctx.cmd(C.SEND_TEXT, a, ALICE, {"phone": "abc", "message": "x"})
+    assert bad.status == 400 and bad.error
+
+    async def history(iid: str, caller: Caller, chat: str, **extra: Any) -> dict[str, Any]:
+        r = await ctx.q(Q.CHAT_MESSAGES, iid, caller, {"chatId": chat, **extra})
+        assert r.ok, r
+        return dict(r.data)
+
+    async def b_has_all() -> bool:
+        return (await history(b, BOB, "15550000001"))["pagination"]["total"] == 4
+
+    await wait_for(b_has_all, timeout_s=10, message="b received 4 messages")
+
+    async def read_receipts() -> bool:
+        msgs = (await history(a, ALICE, "15550000002@s.whatsapp.net"))["messages"]
+        return all(m["status"] == "read" for m in msgs)
+
+    await wait_for(read_receipts, timeout_s=10, message="receipts")
+    mine = await history(a, ALICE, "15550000002", limit=2)
+    assert mine["pagination"] == {"total": 4, "limit": 2, "skip": 0, "hasMore": True}
+    newest = mine["messages"][0]
+    assert newest["messageType"] == "image" and newest["hasMedia"] and newest["mimeType"] == "image/png"
+    assert newest["statusUpdatedAt"] and newest["fromMe"] is True
+    with_caption = mine["messages"][1]
+    assert with_caption["caption"] == "pic" and with_caption["fileName"] == "x.png"
+
+    received = ctx.of("message_received", b)
+    assert (
+        received and received[0].user_id == "bob" and received[0].data["from"] == "15550000001@s.whatsapp.net"
+    )
+    media_sent = [e for e in ctx.of("message_sent", a) if e.meta.get("hasMedia")]
+    assert (
+        media_sent
+        and media_sent[0].meta["mediaSize"] == len(PNG)
+        and media_sent[0].meta["mimeType"] == "image/png"
+    )
+    await wait_for(lambda: any(e.data["status"] == "read" for e in ctx.of("message_status", a)), timeout_s=5)
+
+    # An external contact writes in (simulated phone without a session).
+    await sim_send(ctx.bus, "15559990000", "15550000001@s.whatsapp.net", text="from outside")
+    await wait_for(lambda: ctx.of("message_received", a), timeout_s=5, message="inbound to a")
+
+    polled = (
+        await ctx.q(Q.EVENTS, a, ALICE, {"types": ["message_received", "connection_opened"], "limit": 50})
+    ).data
+    types = {e["type"] for e in polled["events"]}
+    assert types == {"message_received", "connected"} and polled["count"] == len(polled["events"])
+    assert polled["latestTimestamp"] == polled["events"][0]["timestamp"]
+    inbound = next(e for e in polled["events"] if e["type"] == "message_received")["data"]
+    assert inbound["remoteJid"] == "15559990000@s.whatsapp.net" and inbound["body"] == "from outside"
+    later = (await ctx.q(Q.EVENTS, a, ALICE, {"since": polled["latestTimestamp"]})).data
+    assert later["events"] == [] or all(e["timestamp"] > polled["latestTimestamp"] for e in later["events"])
+    opened = (await ctx.q(Q.ACTIVITY, a, ALICE, {"actions": ["connection_opened"]})).data
+    assert opened["logs"] and opened["logs"][0]["action"] == "connected"
+
+    # Contacts.
+    wa_contacts = (await ctx.cmd(C.FETCH_CONTACTS, a)).data["contacts"]
+    assert wa_contacts and {"id", "name", "number", "isGroup"} <= set(wa_contacts[0])
+    imported = (await ctx.cmd(C.IMPORT_CONTACTS, a)).data
+    assert imported["success"] and imported["importedCount"] == len(wa_contacts)
+    added = await ctx.cmd(C.ADD_CONTACT, a, ALICE, {"phone": "15550000002", "name": "Bob"})
+    assert added.ok, added
+    assert added.data["contact"] == {
+        "id": "15550000002@s.whatsapp.net",
+        "number": "15550000002",
+        "name": "Bob",
+    }
+    saved = await ctx.cmd(C.SAVE_CONTACT, a, ALICE, {"number": "15557777777", "name": "Zed", "about": "hey"})
+    assert (
+        saved.ok and saved.data["remoteJid"] == "15557777777@s.whatsapp.net" and saved.data["about"] == "hey"
+    )
+    found = (await ctx.q(Q.CONTACTS_DB, a, ALICE, {"search": "bob"})).data
+    assert [c["name"] for c in found["contacts"]] == ["Bob"] and found["pagination"]["total"] == 1
+    everything = (await ctx.q(Q.CONTACTS_DB, a, ALICE, {"limit": 1000})).data
+    expected = {c["id"] for c in wa_contacts} | {"15550000002@s.whatsapp.net", "15557777777@s.whatsapp.net"}
+    assert everything["pagination"]["total"] == len(expected)
+
+    # Logout and reconnect (a new QR flow), then delete by user deletion.
+    out = await ctx.cmd(C.LOGOUT, a)
+    assert out.data == {"success": True, "message": f"Instance {a} logged out"}
+    assert (await ctx.q(Q.STATUS, a)).data["status"] == "logged_out"
+    assert (await ctx.cmd(C.SEND_TEXT, a, ALICE, {"phone": "15550000002", "message": "x"})).status == 409
+    again = await ctx.cmd(C.RECONNECT, a)
+    assert again.data["success"] is True
+    await wait_for(lambda: ctx.q(Q.QR, a), timeout_s=10)
+    code = (await ctx.cmd(C.PAIR_PHONE, a, ALICE, {"phone": "15550000001"})).data
+    assert "-" in code["pairingCode"]
+
+
+async def test_user_deleted_removes_instances(ctx: Ctx) -> None:
+    user = Caller(user_id=f"gone-{new_id()}")
+    ids = [new_id() for _ in range(3)]
+    for iid in ids:
+        assert (await ctx.cmd(C.CREATE_INSTANCE, iid, user, {"name": "x"})).status == 201
+    event = Event(type="user.deleted", user_id=user.user_id, data={"userId": user.user_id})
+    await ctx.bus.publish_event(event)
+    assert SERVICE_QUEUES["session-worker"].bindings
+
+    async def gone() -> bool:
+        replies = await asyncio.gather(*(ctx.q(Q.GET_INSTANCE, iid, ADMIN) for iid in ids))
+        return all(r.status == 404 for r in replies)
+
+    await wait_for(gone, timeout_s=10, message="instances of a deleted user deleted")
+
+
+async def test_admin_queries_and_expired_commands(ctx: Ctx) -> None:
+    assert (await ctx.q(Q.CLUSTER, None, ALICE)).status == 403
+    view = (await ctx.q(Q.CLUSTER, None, ADMIN)).data
+    assert view["shardCount"] == S and view["workers"][0]["shards"] == list(range(S))
+    store = (await ctx.q(Q.STORE_STATUS, None, ADMIN)).data
+    assert store["provider"] == "sqlite"
+    # A command whose deadline passed while queued is dropped, not executed.
+    iid = new_id()
+    late = Command(
+        name=C.CREATE_INSTANCE,
+        caller=ALICE,
+        instance_id=iid,
+        payload={"name": "late"},
+        deadline=utcnow() - timedelta(seconds=1),
+    )
+    await ctx.bus.publish(EXCHANGE_COMMANDS, shard_queue(shard_for(iid, S)), late.to_bytes())
+    marker = new_id()
+    while shard_for(marker, S) != shard_for(iid, S):  # same queue: handled after the late one
+        marker = new_id()
+    assert (await ctx.cmd(C.CREATE_INSTANCE, marker, ALICE, {"name": "marker"})).status == 201
+    assert (await ctx.q(Q.GET_INSTANCE, iid, ADMIN)).status == 404
+
+
+async def test_media_guard_refuses_private_addresses() -> None:
+    with pytest.raises(ApiError) as refused:
+        await download("http://127.0.0.1:9/x.png", max_bytes=10, timeout_s=2, allow_private=False)
+    assert refused.value.status == 400 and "refused" in refused.value.message
+    with pytest.raises(ApiError):
+        await download(
+            "http://169.254.169.254/latest/meta-data", max_bytes=10, timeout_s=2, allow_private=False
+        )
+    with pytest.raises(ApiError):
+        await download("file:///etc/passwd", max_bytes=10, timeout_s=2, allow_private=False)

@@ -1,0 +1,1 @@
+"""Session worker (internal): the ``session-worker`` service (see DESIGN.md)."""

@@ -1,0 +1,3 @@
+from wa_session_worker.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""WhatsApp engines: the ``Engine`` interface and its implementations (simulator, neonize)."""

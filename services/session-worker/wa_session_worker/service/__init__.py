@@ -1,0 +1,1 @@
+"""The session worker's logic (see :mod:`.core`) and response bodies (:mod:`.views`)."""

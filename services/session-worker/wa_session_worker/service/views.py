@@ -1,0 +1,189 @@
+"""Records → the reference's response bodies (``spec/api-reference.md``), and small parsers.
+
+Timestamps in bodies are ISO 8601 UTC with milliseconds and a ``Z`` (``2023-01-01T00:00:00.000Z``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from wa_session_worker.repository.base import (
+    ActivityRec,
+    ContactRec,
+    EventRec,
+    InstanceRec,
+    MessageRec,
+)
+
+_DIGITS = re.compile(r"^\d{5,20}$")
+
+
+class ApiError(Exception):
+    """A request that fails with HTTP ``status`` and a human-readable message."""
+
+    def __init__(self, status: int, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_time(value: str | None, field: str) -> datetime | None:
+    """ISO 8601 (``Z`` or offset; a date alone means midnight UTC) → aware UTC; 400 otherwise."""
+    if value is None or value == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ApiError(
+            400, f"{field} is not an ISO 8601 date", [{"field": field, "message": "invalid date"}]
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def to_jid(value: str, field: str = "phone") -> str:
+    """A phone (digits, optional ``+``) or a JID → a JID; 400 when it is neither."""
+    value = value.strip()
+    if "@" in value:
+        user, _, server = value.partition("@")
+        if user and server in ("s.whatsapp.net", "g.us", "c.us", "lid", "broadcast", "newsletter"):
+            return f"{user}@s.whatsapp.net" if server == "c.us" else value
+        raise ApiError(400, f"{field} is not a valid JID", [{"field": field, "message": "invalid JID"}])
+    digits = value.lstrip("+").replace(" ", "").replace("-", "")
+    if not _DIGITS.match(digits):
+        raise ApiError(
+            400,
+            f"{field} must be a phone number in international format (digits) or a JID",
+            [{"field": field, "message": "invalid phone number"}],
+        )
+    return f"{digits}@s.whatsapp.net"
+
+
+def connection_status(rec: InstanceRec) -> dict[str, Any]:
+    return {
+        "ready": rec.status == "connected",
+        "status": rec.status,
+        "hasQr": bool(rec.qr_code) and rec.status == "qr",
+    }
+
+
+def instance_body(rec: InstanceRec) -> dict[str, Any]:
+    """The create response (also the base of get/list bodies)."""
+    return {
+        "id": rec.id,
+        "name": rec.name,
+        "description": rec.description,
+        "userId": rec.user_id,
+        "status": rec.status,
+        "webhookUrl": rec.webhook_url,
+        "webhookEnabled": rec.webhook_enabled,
+        "createdAt": iso(rec.created_at),
+        "updatedAt": iso(rec.updated_at),
+    }
+
+
+def webhook_settings_body(rec: InstanceRec) -> dict[str, Any]:
+    return {"instanceId": rec.id, **rec.webhook_settings}
+
+
+def instance_detail(rec: InstanceRec) -> dict[str, Any]:
+    return {
+        **instance_body(rec),
+        "webhookSettings": webhook_settings_body(rec),
+        "connectionStatus": connection_status(rec),
+    }
+
+
+def instance_list_item(rec: InstanceRec) -> dict[str, Any]:
+    return {**instance_body(rec), "connectionStatus": connection_status(rec)}
+
+
+def instance_update_body(rec: InstanceRec) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "name": rec.name,
+        "description": rec.description,
+        "webhookUrl": rec.webhook_url,
+        "webhookEnabled": rec.webhook_enabled,
+        "updatedAt": iso(rec.updated_at),
+    }
+
+
+def status_body(rec: InstanceRec) -> dict[str, Any]:
+    conn = connection_status(rec)
+    return {
+        "instanceId": rec.id,
+        "status": rec.status,
+        "ready": conn["ready"],
+        "hasQr": conn["hasQr"],
+        "lastActivity": iso(rec.last_activity_at or rec.updated_at),
+        "connectionDetails": conn,
+    }
+
+
+def contact_body(rec: ContactRec) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "instanceId": rec.instance_id,
+        "name": rec.name,
+        "number": rec.number,
+        "remoteJid": rec.remote_jid,
+        "pushName": rec.push_name,
+        "isGroup": rec.is_group,
+        "profilePicture": rec.profile_picture,
+        "about": rec.about,
+        "lastActivity": iso(rec.last_activity),
+        "createdAt": iso(rec.created_at),
+        "updatedAt": iso(rec.updated_at),
+    }
+
+
+def message_body(rec: MessageRec) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "instanceId": rec.instance_id,
+        "remoteJid": rec.remote_jid,
+        "fromMe": rec.from_me,
+        "messageType": rec.message_type,
+        "content": rec.content,
+        "messageId": rec.message_id,
+        "hasMedia": rec.has_media,
+        "mediaUrl": rec.media_url,
+        "caption": rec.caption,
+        "mimeType": rec.mime_type,
+        "fileName": rec.file_name,
+        "status": rec.status,
+        "metadata": rec.metadata,
+        "createdAt": iso(rec.created_at),
+        "updatedAt": iso(rec.updated_at),
+        "statusUpdatedAt": iso(rec.status_updated_at),
+    }
+
+
+def activity_body(rec: ActivityRec) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "instanceId": rec.instance_id,
+        "action": rec.action,
+        "details": rec.details,
+        "createdAt": iso(rec.created_at),
+    }
+
+
+def event_body(rec: EventRec) -> dict[str, Any]:
+    return {"type": rec.type, "timestamp": iso(rec.occurred_at), "data": rec.data}
+
+
+def pagination(total: int, limit: int, skip: int) -> dict[str, Any]:
+    return {"total": total, "limit": limit, "skip": skip, "hasMore": skip + limit < total}

@@ -1,0 +1,1 @@
+"""Shard ownership: leases with epochs, worker membership, fair-share rebalancing."""

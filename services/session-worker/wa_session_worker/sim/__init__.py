@@ -1,0 +1,1 @@
+"""The simulator's command line: ``python -m wa_session_worker.sim`` (see :mod:`.cli`)."""
