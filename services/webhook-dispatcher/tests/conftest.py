@@ -1,0 +1,64 @@
+"""Fixtures of the dispatcher tests: an in-process dispatcher on the real RabbitMQ/PostgreSQL,
+a test-side bus client, loopback receivers, and helpers to play the session worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from wa_common.ids import new_id
+from wa_webhooks.testing import Receiver, Stack, make_settings, start_stack, stop_stack
+
+
+@pytest.fixture(scope="session")
+def amqp_url(request: pytest.FixtureRequest) -> str:
+    """The session's fresh vhost (root conftest), or ``WA_TEST_AMQP_URL`` when set.
+
+    The escape hatch is for a broker whose vhost creation hangs (e.g. a vhost deletion stuck in
+    the broker): point it at an existing, otherwise unused vhost.
+    """
+    override = os.environ.get("WA_TEST_AMQP_URL")
+    if override:
+        return override
+    host = os.environ.get("TEST_AMQP_HOST", "127.0.0.1:5672")
+    return f"amqp://guest:guest@{host}/{request.getfixturevalue('amqp_vhost')}"
+
+
+@pytest.fixture(scope="module")
+async def stack(amqp_url: str, postgres_url: str) -> AsyncIterator[Stack]:
+    runtime, s = await start_stack(make_settings(amqp_url, postgres_url))
+    yield s
+    await stop_stack(runtime, s)
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[Callable[..., Any]]:
+    started: list[Receiver] = []
+
+    async def make(behaviour: Any = None, host: str = "127.0.0.1") -> Receiver:
+        r = Receiver(behaviour, host=host) if behaviour is not None else Receiver(host=host)
+        await r.start()
+        started.append(r)
+        return r
+
+    yield make
+    for r in started:
+        await r.stop()
+
+
+@pytest.fixture(scope="module")
+async def fresh_db(postgres_url: str) -> AsyncIterator[str]:
+    """URL of a PostgreSQL database of this module alone (dropped at the end)."""
+    name = f"wa_test_{new_id().lower()}"
+    base, _, _ = postgres_url.rpartition("/")
+    admin = await asyncpg.connect(f"{base}/postgres")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    yield f"{base}/{name}"
+    admin = await asyncpg.connect(f"{base}/postgres")
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()

@@ -1,0 +1,1 @@
+"""Webhook dispatcher (internal): the ``webhooks`` service (see DESIGN.md)."""

@@ -1,0 +1,3 @@
+from wa_webhooks.main import main
+
+main()

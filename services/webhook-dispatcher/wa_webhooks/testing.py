@@ -1,0 +1,210 @@
+"""Test and benchmark helpers (not used by the service itself).
+
+A tiny HTTP/1.1 receiver on loopback, and a harness that runs the dispatcher in-process on the
+real broker and store while playing the session worker and the gateway.
+
+``Receiver(behaviour)`` listens on ``127.0.0.1:<free port>``; every request is recorded as a
+:class:`Received` (monotonic arrival time, method, path, headers lower-cased, body bytes), then
+``behaviour(received, count)`` decides the answer: an HTTP status, a ``(status, headers)`` pair,
+or ``None`` to hang until the client gives up. Keep-alive is supported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from wa_common.bus import EXCHANGE_COMMANDS, WEBHOOKS_QUERY_QUEUE, Bus, RpcClient
+from wa_common.ids import new_id
+from wa_common.migrations import upgrade
+from wa_common.schemas import Caller, Command, Event, Query, Reply
+from wa_common.schemas.events import InstanceSnapshot, WebhookSettings
+from wa_webhooks.outbox import Dispatcher
+from wa_webhooks.settings import WebhooksSettings
+
+Answer = int | tuple[int, dict[str, str]] | None
+Behaviour = Callable[["Received", int], Answer | Awaitable[Answer]]
+
+
+@dataclass
+class Received:
+    at: float
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    behaviour: Behaviour = field(default=lambda _r, _n: 200)
+    host: str = "127.0.0.1"
+    requests: list[Received] = field(default_factory=list)
+    _server: asyncio.Server | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/hook"
+
+    async def start(self) -> Receiver:
+        self._server = await asyncio.start_server(self._serve, self.host, 0, backlog=1024)
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                method, path, _ = line.decode("latin-1").split(" ", 2)
+                headers: dict[str, str] = {}
+                while True:
+                    h = await reader.readline()
+                    if h in (b"\r\n", b"\n", b""):
+                        break
+                    name, _, value = h.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                received = Received(time.monotonic(), method, path, headers, body)
+                self.requests.append(received)
+                self.changed.set()
+                answer = self.behaviour(received, len(self.requests))
+                if asyncio.iscoroutine(answer):
+                    answer = await answer
+                if answer is None:
+                    await asyncio.sleep(3600)
+                    return
+                status, extra = answer if isinstance(answer, tuple) else (answer, {})
+                head = f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\n"
+                head += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
+                writer.write(head.encode("latin-1") + b"\r\nok")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
+            return
+        finally:
+            writer.close()
+
+
+def make_settings(amqp_url: str, database_url: str, **overrides: Any) -> WebhooksSettings:
+    values: dict[str, Any] = dict(
+        amqp_url=amqp_url,
+        database_url=database_url,
+        profile="embedded",
+        allow_private_targets=True,
+        attempt_timeout_s=2.0,
+        poll_interval_s=0.1,
+        lease_s=5.0,
+        retry_jitter=0.05,
+        per_host_concurrency=4,
+        port=0,
+    )
+    values.update(overrides)
+    return WebhooksSettings(**values)
+
+
+@dataclass
+class Stack:
+    dispatcher: Dispatcher
+    bus: Bus
+    rpc: RpcClient
+    user_id: str = "user-1"
+
+    async def create_instance(self, url: str | None, *, user_id: str | None = None, **ws: Any) -> str:
+        """Publish instance.created (as the session worker would) and wait for the replica."""
+        instance_id = new_id()
+        await self.update_instance(instance_id, url, user_id=user_id, **ws)
+        return instance_id
+
+    async def update_instance(
+        self,
+        instance_id: str,
+        url: str | None,
+        *,
+        user_id: str | None = None,
+        enabled: bool = True,
+        **ws: Any,
+    ) -> None:
+        updated_at = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        snap = InstanceSnapshot(
+            instance_id=instance_id,
+            user_id=user_id or self.user_id,
+            name="test",
+            webhook_url=url,
+            webhook_enabled=enabled,
+            webhook_settings=WebhookSettings(**ws),
+            updated_at=updated_at,
+        )
+        await self.bus.publish_event(
+            Event(type="instance.updated", instance_id=instance_id, user_id=snap.user_id, data=snap.dump())
+        )
+
+        async def applied() -> bool:
+            ep = await self.dispatcher.repo.endpoint(instance_id)
+            return ep is not None and ep.updated_at == updated_at
+
+        deadline = time.monotonic() + 10
+        while not await applied():
+            if time.monotonic() > deadline:
+                raise AssertionError("settings replica not updated within 10 s")
+            await asyncio.sleep(0.02)
+
+    async def publish(self, type_: str, instance_id: str | None, data: dict[str, Any], **kw: Any) -> Event:
+        event = Event(
+            type=type_, instance_id=instance_id, user_id=kw.pop("user_id", self.user_id), data=data, **kw
+        )
+        await self.bus.publish_event(event)
+        return event
+
+    async def call(
+        self,
+        name: str,
+        instance_id: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        user_id: str | None = None,
+        role: str = "user",
+        command: bool = False,
+    ) -> Reply:
+        cls = Command if command else Query
+        request = cls(
+            name=name,
+            instance_id=instance_id,
+            caller=Caller(user_id=user_id or self.user_id, role=role),
+            payload=payload or {},
+        )
+        return await self.rpc.call(EXCHANGE_COMMANDS, WEBHOOKS_QUERY_QUEUE, request)
+
+
+async def start_stack(settings: WebhooksSettings, **kw: Any) -> tuple[Any, Stack]:
+    await asyncio.to_thread(upgrade, "wa_webhooks", settings.database_url)
+    from wa_webhooks.main import build_app
+
+    app = build_app(settings, **kw)
+    runtime = app.state.runtime
+    await runtime.start()
+    bus = Bus(settings.amqp_url, service="webhooks-test")
+    await bus.connect(declare=False, timeout_s=60)  # the service declared the topology
+    rpc = RpcClient(bus)
+    await rpc.start()
+    return runtime, Stack(app.state.dispatcher, bus, rpc)
+
+
+async def stop_stack(runtime: Any, stack: Stack) -> None:
+    await stack.bus.close()
+    await runtime.stop()
