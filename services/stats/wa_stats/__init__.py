@@ -1,0 +1,1 @@
+"""Stats service (internal): the ``stats`` service (see DESIGN.md)."""

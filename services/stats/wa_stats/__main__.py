@@ -1,0 +1,3 @@
+from wa_stats.main import main
+
+main()
