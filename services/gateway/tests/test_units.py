@@ -1,0 +1,240 @@
+"""Gateway logic that needs no broker: phone numbers, rate limit, limit book, error shape,
+body limits, security headers, OpenAPI document (the app is built but not started)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from wa_common.schemas import Event, EventType, utcnow
+from wa_gateway.errors import ApiError
+from wa_gateway.limits import MAX_API_CALLS, MAX_MESSAGES_SENT, LimitBook
+from wa_gateway.main import build_app
+from wa_gateway.phones import InvalidPhone, normalise_recipient, recipient_or_400
+from wa_gateway.ratelimit import RateLimiter
+from wa_gateway.service import event_names, iso_or_400
+from wa_gateway.settings import GatewaySettings
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("79001234567", "79001234567"),
+        ("+7 900 123-45-67", "79001234567"),
+        ("0079001234567", "79001234567"),
+        ("(+49) 151 1234 5678", "4915112345678"),
+        ("15550001111", "15550001111"),
+        ("79001234567@s.whatsapp.net", "79001234567@s.whatsapp.net"),
+        ("79001234567@c.us", "79001234567@s.whatsapp.net"),
+        ("120363025246125486@g.us", "120363025246125486@g.us"),
+    ],
+)
+def test_recipients_are_normalised(raw: str, expected: str) -> None:
+    assert normalise_recipient(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "abc", "123", "+", "7900123456789012345", "x@s.whatsapp.net", "1@g.us", "a@b"]
+)
+def test_bad_recipients_are_refused(raw: str) -> None:
+    with pytest.raises(InvalidPhone):
+        normalise_recipient(raw)
+    with pytest.raises(ApiError) as err:
+        recipient_or_400(raw)
+    assert err.value.status == 400
+    assert "phone" in err.value.error.lower()
+    assert err.value.details and err.value.details[0]["field"] == "phone"
+
+
+def test_token_bucket_allows_burst_then_paces() -> None:
+    limiter = RateLimiter(rate_per_s=10, burst=3)
+    now = 100.0
+    assert [limiter.acquire("k", now) for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = limiter.acquire("k", now)
+    assert wait == pytest.approx(0.1)
+    assert limiter.retry_after(wait) == "1"
+    assert limiter.acquire("k", now + 0.1) == 0.0  # one token refilled
+    assert limiter.acquire("other", now) == 0.0  # buckets are per key
+    assert RateLimiter(0, 1).acquire("k") == 0.0  # disabled
+
+
+def test_limit_book_from_events_and_state() -> None:
+    book = LimitBook()
+    resets = utcnow() + timedelta(hours=2)
+    event = Event(
+        type=EventType.LIMIT_EXCEEDED,
+        user_id="u1",
+        data={"instanceId": "i1", "exceededLimits": [MAX_MESSAGES_SENT], "usage": {"messagesSent": 6}},
+        meta={"limit": MAX_MESSAGES_SENT, "max": 5, "resetsAt": resets.isoformat()},
+    )
+    book.apply_event(event)
+    book.check("u1", MAX_API_CALLS)  # not blocked for other limits
+    book.check("u2", MAX_MESSAGES_SENT)  # nor other users
+    with pytest.raises(ApiError) as err:
+        book.check("u1", MAX_MESSAGES_SENT)
+    assert err.value.status == 429
+    assert MAX_MESSAGES_SENT in err.value.error
+    assert err.value.headers and int(err.value.headers["Retry-After"]) > 3600
+    # A block that has lapsed no longer applies.
+    book.block("u3", MAX_API_CALLS, utcnow() - timedelta(seconds=1))
+    book.check("u3", MAX_API_CALLS)
+    # Stats' state replaces the book; a user's blocks can be replaced after a limits change.
+    assert book.load([{"userId": "u4", "limit": MAX_API_CALLS, "resetsAt": resets.isoformat()}]) == 1
+    book.check("u1", MAX_MESSAGES_SENT)
+    with pytest.raises(ApiError):
+        book.check("u4", MAX_API_CALLS)
+    book.replace_user("u4", [])
+    book.check("u4", MAX_API_CALLS)
+
+
+def test_query_helpers() -> None:
+    assert event_names("connection_opened, message_sent,,connected") == ["connected", "message_sent"]
+    assert event_names("") is None
+    assert iso_or_400("2023-01-01T00:00:00.000Z", "since") == "2023-01-01T00:00:00.000Z"
+    with pytest.raises(ApiError) as err:
+        iso_or_400("yesterday", "since")
+    assert err.value.status == 400 and err.value.details == [
+        {"field": "since", "message": err.value.details[0]["message"]}
+    ]
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    settings = GatewaySettings(profile="embedded", max_body_bytes=2048, max_upload_bytes=4096)
+    return TestClient(build_app(settings), raise_server_exceptions=False)  # lifespan not started
+
+
+def test_unauthenticated_is_401_json(client: TestClient) -> None:
+    response = client.get("/api/instances")
+    assert response.status_code == 401
+    assert isinstance(response.json()["error"], str)
+
+
+def test_unknown_route_is_json_404_with_security_headers(client: TestClient) -> None:
+    response = client.get("/api/nope")
+    assert response.status_code == 404
+    assert response.json() == {"error": "Not found: no such route"}
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_validation_error_is_400_with_details() -> None:
+    # A probe route on a gateway app: FastAPI's RequestValidationError must become 400, not 422.
+    from pydantic import BaseModel
+
+    class Probe(BaseModel):
+        email: str
+        limit: int
+
+    app = build_app(GatewaySettings(profile="embedded"))
+
+    @app.post("/probe")
+    async def probe(body: Probe) -> dict[str, str]:
+        return {}
+
+    response = TestClient(app).post("/probe", json={"email": 5})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"].startswith("Invalid request")
+    assert all(set(d) == {"field", "message"} for d in body["details"])
+
+
+def test_body_size_limits_are_413(client: TestClient) -> None:
+    response = client.post(
+        "/api/instances", content=b"{" + b" " * 4096 + b"}", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert "2048" in response.json()["error"]
+    # The upload route allows GATEWAY_MAX_UPLOAD_BYTES (+ multipart envelope) but not more.
+    big = b"x" * (4096 + 70 * 1024)
+    response = client.post("/api/whatsapp/X/send-file", files={"file": ("a.bin", big)}, data={"phone": "1"})
+    assert response.status_code == 413
+    assert "4096" in response.json()["error"]
+
+
+def test_openapi_documents_contract(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["bearerAuth"]["scheme"] == "bearer"
+    assert schemes["apiKeyAuth"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-api-key",
+        "description": "the user's API key",
+    }
+    paths = doc["paths"]
+    for family in ("/api/instances/{instanceId}", "/api/whatsapp/{instanceId}"):
+        for suffix in (
+            "/qr",
+            "/send",
+            "/send-media",
+            "/send-file",
+            "/logout",
+            "/contacts",
+            "/contacts/add",
+            "/contacts/db",
+            "/contacts/import",
+            "/contacts/save",
+            "/status",
+        ):
+            assert family + suffix in paths, family + suffix
+    assert "201" in paths["/api/instances"]["post"]["responses"]
+    qr = paths["/api/instances/{instanceId}/qr"]["get"]["responses"]
+    assert "202" in qr and "image/png" in qr["200"]["content"] and "image/svg+xml" in qr["200"]["content"]
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            assert "422" not in op["responses"], (method, path)
+            if path.startswith("/api") and path != "/api/auth/login":
+                assert op.get("security"), (method, path)
+    assert paths["/api/instances/{instanceId}/send"]["post"]["responses"]["200"]["content"][
+        "application/json"
+    ]["schema"] == {"$ref": "#/components/schemas/MessageId"}
+
+
+def test_simulator_routes_follow_setting() -> None:
+    on = build_app(GatewaySettings(profile="embedded", simulator_routes=True)).openapi()
+    off = build_app(GatewaySettings(profile="embedded", simulator_routes=False)).openapi()
+    assert any(p.startswith("/api/admin/sim/") for p in on["paths"])
+    assert not any(p.startswith("/api/admin/sim/") for p in off["paths"])
+
+
+def test_cors_is_configurable() -> None:
+    app = build_app(GatewaySettings(profile="embedded", cors_origins="https://app.example.com"))
+    response = TestClient(app).options(
+        "/api/instances",
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-api-key",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+    closed = TestClient(build_app(GatewaySettings(profile="embedded"))).get(
+        "/healthz", headers={"Origin": "https://evil.example.com"}
+    )
+    assert "access-control-allow-origin" not in closed.headers
+
+
+async def test_webhook_url_guard() -> None:
+    from wa_gateway.service import check_webhook_url
+
+    for url in (
+        "http://127.0.0.1:9000/hook",
+        "http://169.254.169.254/latest",
+        "http://[::1]/x",
+        "http://10.0.0.5/",
+    ):
+        with pytest.raises(ApiError) as err:
+            await check_webhook_url(url, allow_private=False)
+        assert err.value.status == 400 and err.value.details and err.value.details[0]["field"] == "webhookUrl"
+    with pytest.raises(ApiError):
+        await check_webhook_url("ftp://example.com/x", allow_private=True)
+    await check_webhook_url("http://127.0.0.1:9000/hook", allow_private=True)  # development setting
+    await check_webhook_url(
+        "https://no-such-host.invalid/hook", allow_private=False
+    )  # checked again at delivery
+    await check_webhook_url(None, allow_private=False)

@@ -1,0 +1,1 @@
+"""WhatsApp Multi-Instance API: the ``gateway`` service (see DESIGN.md)."""

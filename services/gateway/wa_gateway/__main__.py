@@ -1,0 +1,3 @@
+from wa_gateway.main import main
+
+main()

@@ -1,0 +1,133 @@
+"""Public routes of identity: ``/api/auth/*`` and ``/api/users/*``, relayed to auth.
+
+The gateway authenticates the caller (``get_caller``/``require_admin``), then forwards the JSON
+body to auth's internal API with the caller identity in ``x-wa-caller``; auth validates the body
+and decides what the caller may change. Auth's answer is relayed: the body on success, and on
+failure an ``HTTPException`` with auth's message (and ``Retry-After`` for 429).
+
+| route | who | answer |
+|---|---|---|
+| ``POST /api/auth/login`` | anyone | ``{token, user{id,email,firstName,lastName,apiKey}}``; 401; 429 |
+| ``GET /api/auth/me`` | caller | ``{id, email, firstName, lastName, role}`` |
+| ``POST /api/auth/api-key/rotate`` | caller | ``{apiKey}`` (the old key stops working at once) |
+| ``POST /api/auth/password`` | caller | 204; body ``{currentPassword, newPassword}`` |
+| ``GET /api/users?limit=&skip=`` | admin | ``{users: [...], pagination{total,limit,skip,hasMore}}`` |
+| ``POST /api/users`` | admin | 201, the user with ``apiKey`` |
+| ``GET /api/users/{id}`` | admin or self | user |
+| ``PATCH``/``PUT /api/users/{id}`` | admin (any field) or self (names, password) | user |
+| ``DELETE /api/users/{id}`` | admin | ``{success, message}`` |
+| ``POST /api/users/{id}/api-key`` | admin or self | ``{apiKey}`` |
+| ``PUT /api/users/{id}/ip-allowlist`` | admin | user; body ``{ipAllowlist: ["10.0.0.0/8", ...]}`` |
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from wa_common.schemas import Caller
+from wa_gateway.auth.client import AuthUnavailable
+from wa_gateway.auth.dependencies import auth_layer, client_ip, get_caller, require_admin
+from wa_gateway.auth.layer import AuthLayer
+
+router = APIRouter(prefix="/api")
+
+Layer = Annotated[AuthLayer, Depends(auth_layer)]
+AnyCaller = Annotated[Caller, Depends(get_caller)]
+Admin = Annotated[Caller, Depends(require_admin)]
+JsonObject = Annotated[dict[str, Any], Body()]
+UserId = Annotated[str, Path(alias="userId", pattern=r"^[0-9A-Za-z_-]{1,64}$")]
+
+
+def _relay(response: httpx.Response, *, only: tuple[str, ...] | None = None) -> Response:
+    """Auth's answer as the gateway's: the JSON body, or an ``HTTPException`` with its message."""
+    if response.status_code == 204:
+        return Response(status_code=204)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code >= 400:
+        message = body.get("error") if isinstance(body, dict) else None
+        headers = (
+            {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers else None
+        )
+        raise HTTPException(response.status_code, detail=message or "request refused", headers=headers)
+    if only is not None and isinstance(body, dict):
+        body = {k: body[k] for k in only if k in body}
+    return JSONResponse(body, status_code=response.status_code)
+
+
+async def _call(layer: AuthLayer, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    try:
+        return await layer.client.request(method, path, **kwargs)
+    except AuthUnavailable as exc:
+        raise HTTPException(503, detail="the authentication service is unavailable; retry shortly") from exc
+
+
+@router.post("/auth/login", tags=["Authentication"], summary="Log in with email and password")
+async def login(body: JsonObject, request: Request, layer: Layer) -> Response:
+    response = await _call(layer, "POST", "/internal/login", json=body, client_ip=client_ip(request))
+    return _relay(response)
+
+
+@router.get("/auth/me", tags=["Authentication"], summary="The current user")
+async def me(caller: AnyCaller, layer: Layer) -> Response:
+    response = await _call(layer, "GET", f"/internal/users/{caller.user_id}", caller=caller)
+    return _relay(response, only=("id", "email", "firstName", "lastName", "role"))
+
+
+@router.post("/auth/api-key/rotate", tags=["Authentication"], summary="Replace your API key")
+async def rotate_own_key(caller: AnyCaller, layer: Layer) -> Response:
+    return _relay(await _call(layer, "POST", f"/internal/users/{caller.user_id}/api-key", caller=caller))
+
+
+@router.post("/auth/password", tags=["Authentication"], summary="Change your password", status_code=204)
+async def change_password(body: JsonObject, caller: AnyCaller, layer: Layer) -> Response:
+    return _relay(await _call(layer, "POST", "/internal/password", json=body, caller=caller))
+
+
+@router.get("/users", tags=["Users"], summary="List users (admin)")
+async def list_users(
+    caller: Admin,
+    layer: Layer,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    skip: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    params = {"limit": limit, "skip": skip}
+    return _relay(await _call(layer, "GET", "/internal/users", caller=caller, params=params))
+
+
+@router.post("/users", tags=["Users"], summary="Create a user (admin)", status_code=201)
+async def create_user(body: JsonObject, caller: Admin, layer: Layer) -> Response:
+    return _relay(await _call(layer, "POST", "/internal/users", json=body, caller=caller))
+
+
+@router.get("/users/{userId}", tags=["Users"], summary="Get a user (admin, or self)")
+async def get_user(user_id: UserId, caller: AnyCaller, layer: Layer) -> Response:
+    return _relay(await _call(layer, "GET", f"/internal/users/{user_id}", caller=caller))
+
+
+@router.patch("/users/{userId}", tags=["Users"], summary="Update a user (admin; self: names, password)")
+@router.put("/users/{userId}", tags=["Users"], summary="Update a user (admin; self: names, password)")
+async def update_user(user_id: UserId, body: JsonObject, caller: AnyCaller, layer: Layer) -> Response:
+    return _relay(await _call(layer, "PATCH", f"/internal/users/{user_id}", json=body, caller=caller))
+
+
+@router.delete("/users/{userId}", tags=["Users"], summary="Delete a user and their instances (admin)")
+async def delete_user(user_id: UserId, caller: Admin, layer: Layer) -> Response:
+    return _relay(await _call(layer, "DELETE", f"/internal/users/{user_id}", caller=caller))
+
+
+@router.post("/users/{userId}/api-key", tags=["Users"], summary="Rotate a user's API key (admin, or self)")
+async def rotate_key(user_id: UserId, caller: AnyCaller, layer: Layer) -> Response:
+    return _relay(await _call(layer, "POST", f"/internal/users/{user_id}/api-key", caller=caller))
+
+
+@router.put("/users/{userId}/ip-allowlist", tags=["Users"], summary="Set a user's IP allow-list (admin)")
+async def set_ip_allowlist(user_id: UserId, body: JsonObject, caller: Admin, layer: Layer) -> Response:
+    path = f"/internal/users/{user_id}/ip-allowlist"
+    return _relay(await _call(layer, "PUT", path, json=body, caller=caller))

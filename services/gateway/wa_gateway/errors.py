@@ -1,0 +1,137 @@
+"""One JSON error shape for every failure the gateway answers.
+
+Body: ``{"error": "<human-readable message>"}``, plus ``"details": [{"field", "message"}, ...]``
+for validation failures. Status codes follow the reference's table (400, 401, 403, 404, 500) plus
+409 (conflict), 413 (body too large), 429 (rate or usage limit, with ``Retry-After``) and 503
+(no worker/service answered in time, or none is running). A 500 never carries a stack trace or
+exception text: the message names the correlation id to look up in the logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from wa_common.bus import PublishError, RequestTimeout
+from wa_common.logs import get_correlation_id, get_logger
+
+log = get_logger(__name__)
+
+
+class ApiError(Exception):
+    """A failure to answer with ``status`` and the JSON error body."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.details = details
+        self.headers = headers
+
+
+def error_response(
+    status: int,
+    error: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """The JSON error response ``{"error": ..., "details"?: [...]}``."""
+    body: dict[str, Any] = {"error": error}
+    if details:
+        body["details"] = details
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "form", "cookie"):
+        parts = parts[1:] or parts
+    return ".".join(parts) or "request"
+
+
+def validation_details(errors: list[Any]) -> list[dict[str, Any]]:
+    """``[{"field": "phone", "message": "Field required"}, ...]`` from pydantic/FastAPI errors."""
+    details = []
+    for err in errors:
+        loc = err.get("loc", ()) if isinstance(err, dict) else ()
+        msg = err.get("msg", "invalid value") if isinstance(err, dict) else str(err)
+        details.append({"field": _field(loc), "message": str(msg)})
+    return details
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.error, exc.details, exc.headers)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    if exc.status_code == 404 and message == "Not Found":
+        message = "Not found: no such route"
+    if exc.status_code == 405:
+        message = "Method not allowed on this route"
+    return error_response(exc.status_code, message, headers=dict(exc.headers or {}) or None)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = validation_details(list(exc.errors()))
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
+    return error_response(400, f"Invalid request: {summary}" if summary else "Invalid request", details)
+
+
+async def _timeout(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestTimeout)
+    log.warning("backend did not answer in time", target=exc.target, operation=exc.name)
+    return error_response(
+        503,
+        f"Service unavailable: no answer from the {_target_name(exc.target)} within "
+        f"{exc.timeout_s:.0f}s; try again later",
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _publish_error(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("backend unreachable", error=str(exc))
+    return error_response(
+        503,
+        "Service unavailable: the request could not be handed to a worker; try again later",
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    cid = get_correlation_id()
+    log.error("unhandled error", exc_info=exc)
+    return error_response(500, f"Internal server error (correlation id {cid})")
+
+
+def _target_name(routing_key: str) -> str:
+    if routing_key.startswith("wa.shard.") or routing_key == "query":
+        return "session workers"
+    if routing_key.endswith(".stats"):
+        return "stats service"
+    if routing_key.endswith(".webhooks"):
+        return "webhook dispatcher"
+    return "backend"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into the JSON error shape."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RequestTimeout, _timeout)
+    app.add_exception_handler(PublishError, _publish_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,215 @@
+"""Entry point: ``python -m wa_gateway [serve]``. Assembles the public REST API.
+
+Routes (the reference's contract, ``spec/api-reference.md``): ``api/instances.py`` and
+``api/messaging.py`` (both path families), ``api/stats.py``, ``api/admin.py``,
+``api/webhooks.py``, ``api/sim.py`` (simulator only); authentication and user administration
+come from ``wa_gateway.auth`` (``setup_auth``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.middleware.cors import CORSMiddleware
+
+from wa_common.bus import PublishError, RequestTimeout
+from wa_common.cli import run_cli
+from wa_common.logs import get_logger
+from wa_common.runtime import Runtime, create_app, serve
+from wa_common.schemas.stats import STATS_LIMITS_STATE, LimitsStateQuery
+from wa_gateway.api import admin, instances, messaging, sim, stats, webhooks
+from wa_gateway.auth import setup_auth
+from wa_gateway.backend import Backend
+from wa_gateway.errors import install_error_handlers
+from wa_gateway.limits import BINDING, LimitBook
+from wa_gateway.metering import UsageMeter
+from wa_gateway.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+from wa_gateway.ratelimit import RateLimiter
+from wa_gateway.settings import GatewaySettings
+from wa_gateway.state import Gateway
+
+SERVICE = "gateway"
+log = get_logger(__name__)
+
+DESCRIPTION = """
+Manage many WhatsApp accounts ("instances"): link them by QR code or pairing code, send and
+receive messages and media, keep contacts and history, receive signed webhooks.
+
+**Authentication.** Every route except `/api/auth/login`, `/healthz`, `/readyz`, `/metrics` and
+the docs needs either `Authorization: Bearer <jwt>` (from `POST /api/auth/login`) or
+`x-api-key: <api key>`. Administrator routes answer 403 to other users; an instance that is not
+the caller's answers 404.
+
+**QR codes.** `GET .../qr` answers 200 `{"qrCode": "<raw pairing string>"}` when a code is
+available and **202** `{"message", "status": "generating"}` while the session waits for one.
+`?format=png` or `?format=svg` answers the rendered image (`image/png`, `image/svg+xml`) instead.
+
+**Idempotency.** Sends accept an `Idempotency-Key` header: a retry with the same key returns the
+first result instead of sending again.
+
+**Errors.** Every failure is JSON `{"error": "<message>"}`; validation failures (400) add
+`"details": [{"field", "message"}]`. 429 (rate or usage limit) and 503 (no worker answered in
+time) carry `Retry-After`.
+""".strip()
+
+PUBLIC_PATHS = frozenset({"/api/auth/login"})
+GATEWAY_ERRORS = {
+    "401": "Missing, invalid or expired token / API key",
+    "429": "Rate limit or usage limit exceeded (see Retry-After)",
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """OpenAPI with both auth schemes, 400 (not 422) for validation errors."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=None,
+        servers=None,
+    )
+    components = schema.setdefault("components", {})
+    schemes = components.setdefault("securitySchemes", {})
+    schemes.setdefault(
+        "bearerAuth",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "JWT from POST /api/auth/login",
+        },
+    )
+    schemes.setdefault(
+        "apiKeyAuth",
+        {"type": "apiKey", "in": "header", "name": "x-api-key", "description": "the user's API key"},
+    )
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, operations in schema.get("paths", {}).items():
+        for method, op in operations.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            responses = op.setdefault("responses", {})
+            if "422" in responses:
+                del responses["422"]
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": "Invalid request",
+                        "content": {"application/json": {"schema": error_ref}},
+                    },
+                )
+            if path.startswith("/api") and path not in PUBLIC_PATHS:
+                op.setdefault("security", [{"bearerAuth": []}, {"apiKeyAuth": []}])
+                # Answered by gateway-wide layers on every authenticated route.
+                for code, text in GATEWAY_ERRORS.items():
+                    responses.setdefault(
+                        code, {"description": text, "content": {"application/json": {"schema": error_ref}}}
+                    )
+            if "requestBody" in op:
+                responses.setdefault(
+                    "413",
+                    {
+                        "description": "Request body too large",
+                        "content": {"application/json": {"schema": error_ref}},
+                    },
+                )
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.get("schemas", {}).pop(name, None)
+    app.openapi_schema = schema
+    return schema
+
+
+def build_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """The gateway service as an ASGI app (started and stopped by its lifespan)."""
+    settings = settings or GatewaySettings()
+    runtime = Runtime(SERVICE, settings, rpc=True)
+    app = create_app(runtime, title="WhatsApp Multi-Instance API", description=DESCRIPTION)
+    install_error_handlers(app)
+
+    gateway_id = f"{socket.gethostname()}:{os.getpid()}"
+    gw = Gateway(
+        settings=settings,
+        backend=Backend(runtime, settings),
+        meter=UsageMeter(runtime, gateway_id, settings.usage_flush_s),
+        limits=LimitBook(),
+        rate=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+    )
+    app.state.gateway = gw
+
+    setup_auth(app, runtime, settings)
+    app.include_router(instances.router)
+    app.include_router(messaging.instances_family)
+    app.include_router(webhooks.router)
+    app.include_router(messaging.whatsapp_family)
+    app.include_router(stats.router)
+    app.include_router(admin.router)
+    if settings.simulator_routes_enabled:
+        app.include_router(sim.router)
+
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+    app.add_middleware(SecurityHeadersMiddleware)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "x-api-key",
+                "Content-Type",
+                "Idempotency-Key",
+                "x-correlation-id",
+            ],
+            expose_headers=["Retry-After", "x-correlation-id"],
+            max_age=600,
+        )
+
+    async def load_limits() -> None:
+        """Ask stats for the blocks in force; retried until stats answers (it may start later)."""
+        delay = 0.5
+        while True:
+            try:
+                reply = await gw.backend.stats(
+                    STATS_LIMITS_STATE, None, LimitsStateQuery().dump(), timeout_s=3.0
+                )
+            except (RequestTimeout, PublishError) as exc:
+                log.info("stats not answering yet; limits state will be loaded later", error=str(exc))
+            else:
+                if reply.ok and isinstance(reply.data, dict):
+                    n = gw.limits.load(list(reply.data.get("blocked") or []))
+                    log.info("limits state loaded", blocked=n)
+                    return
+                log.warning("stats refused the limits state query", error=reply.error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    @runtime.on_start
+    async def start_gateway() -> None:
+        assert runtime.bus is not None
+        await runtime.bus.consume_transient([BINDING], gw.limits.on_delivery, name_prefix="wa.gateway.limits")
+        runtime.tasks.spawn(load_limits(), name="gateway-load-limits")
+        runtime.tasks.spawn(gw.meter.run(), name="gateway-usage-meter")
+
+    @runtime.on_stop
+    async def stop_gateway() -> None:
+        await gw.meter.flush()
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign,unused-ignore]
+    return app
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    run_cli(SERVICE, serve=lambda: serve(build_app(settings), settings, service=SERVICE))

@@ -1,0 +1,101 @@
+"""ASGI middleware of the gateway: security headers and request body size limits.
+
+Both are pure ASGI (no ``BaseHTTPMiddleware``), so uploads stream through untouched.
+
+- Security headers on every response: ``X-Content-Type-Options: nosniff``,
+  ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``,
+  ``Strict-Transport-Security`` (honoured by browsers over HTTPS only), and on ``/api`` routes
+  ``Cache-Control: no-store`` and a ``Content-Security-Policy`` that allows nothing (``/docs``
+  keeps its CDN scripts).
+- Body limits: ``GATEWAY_MAX_BODY_BYTES`` for every request, ``GATEWAY_MAX_UPLOAD_BYTES`` (plus
+  64 KiB for the multipart envelope) for ``/send-file``. A declared ``Content-Length`` above the
+  limit is refused before reading; a body that grows past it while streaming is cut off. Both
+  answer 413 with the JSON error shape.
+"""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wa_gateway.errors import error_response
+
+MULTIPART_OVERHEAD = 64 * 1024
+
+_COMMON_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
+]
+_API_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+]
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = _COMMON_HEADERS + (_API_HEADERS if scope.get("path", "").startswith("/api") else [])
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers.extend((k, v) for k, v in extra if k not in present)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request body too large: the limit is {limit} bytes")
+
+
+class BodySizeLimitMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_upload_bytes: int) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+        self.max_upload = max_upload_bytes
+
+    def limit_for(self, path: str) -> int:
+        if path.endswith("/send-file"):
+            return self.max_upload + MULTIPART_OVERHEAD
+        return self.max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope.get("path", ""))
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > limit
+            except ValueError:
+                too_big = False
+            if too_big:
+                shown = self.max_upload if limit > self.max_body else limit
+                response = error_response(413, f"Request body too large: the limit is {shown} bytes")
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def receive_wrapper() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(self.max_upload if limit > self.max_body else limit)
+            return message
+
+        await self.app(scope, receive_wrapper, send)

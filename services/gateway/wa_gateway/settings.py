@@ -1,0 +1,61 @@
+"""Settings of the gateway service (environment variables prefixed ``GATEWAY_``)."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from wa_common.settings import Profile
+from wa_gateway.auth.settings import AuthClientSettings
+
+
+class GatewaySettings(AuthClientSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", populate_by_name=True)
+
+    port: int = Field(8080, ge=0, le=65535)
+    rpc_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="seconds to wait for a worker/stats/dispatcher reply (then 503)"
+    )
+    max_upload_bytes: int = Field(
+        16 * 1024 * 1024, ge=1, description="largest file accepted by /send-file (413 above)"
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="largest JSON request body (413 above); uploads use max_upload_bytes",
+    )
+    cors_origins: str = Field(
+        "", description="comma-separated allowed CORS origins ('*' for any); empty disables CORS"
+    )
+    rate_limit_per_s: float = Field(
+        50.0, ge=0, description="requests per second per API key/token (token bucket per replica); 0 = off"
+    )
+    rate_limit_burst: int = Field(100, ge=1, description="token bucket size (burst) per API key/token")
+    usage_flush_s: float = Field(1.0, gt=0, le=60, description="seconds between API-usage batches to stats")
+    allow_private_webhook_urls: bool | None = Field(
+        None,
+        description="accept webhook URLs on loopback/private/link-local addresses; unset = true only "
+        "when WA_PROFILE=embedded (as WEBHOOKS_ALLOW_PRIVATE_TARGETS)",
+    )
+    simulator_routes: bool | None = Field(
+        None, description="expose /api/admin/sim/*; default: on when WA_ENGINE=simulator"
+    )
+
+    @property
+    def simulator_routes_enabled(self) -> bool:
+        """Simulator-only admin routes: explicit setting, else on when ``WA_ENGINE`` is simulator."""
+        if self.simulator_routes is not None:
+            return self.simulator_routes
+        return os.environ.get("WA_ENGINE", "simulator").strip().lower() == "simulator"
+
+    @property
+    def private_webhook_urls_allowed(self) -> bool:
+        if self.allow_private_webhook_urls is None:
+            return self.profile == Profile.EMBEDDED
+        return self.allow_private_webhook_urls
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
