@@ -331,15 +331,14 @@ class Cluster:
             try:
                 await proc.wait_ready(timeout_s)
                 return
-            except PortTaken:
+            except HarnessError as exc:
+                if attempt == START_ATTEMPTS or (proc.running and not isinstance(exc, PortTaken)):
+                    raise
+                # It exited during start (its port may have been taken meanwhile, or the broker
+                # handshake timed out) or another process answers its port: again, on a new port.
                 await proc.stop()
                 proc.port = free_port()
                 proc.env[f"{prefix}PORT"] = str(proc.port)
-                if attempt == START_ATTEMPTS:
-                    raise
-            except HarnessError:
-                if attempt == START_ATTEMPTS or proc.running:
-                    raise
 
     async def _start_one(
         self, name: str, kind: str, extra: dict[str, str], timeout_s: float, *, migrate: bool

@@ -10,9 +10,11 @@ bus. A failing start hook exits the process with a non-zero status.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -61,6 +63,21 @@ class Runtime:
         self.rpc: RpcClient | None = None
         self._start_hooks: list[Hook] = []
         self._stop_hooks: list[Hook] = []
+        self._exit_callbacks: list[Callable[[], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def on_exit_requested(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (in the event loop) as soon as SIGTERM/SIGINT arrives, before uvicorn
+        waits for open connections to finish: long-lived responses (event streams) end there,
+        so they do not hold the shutdown for ``SHUTDOWN_TIMEOUT_S``."""
+        self._exit_callbacks.append(callback)
+
+    def exit_requested(self) -> None:
+        """Run the :meth:`on_exit_requested` callbacks; safe to call from a signal handler."""
+        if self._loop is None or self._loop.is_closed():
+            return
+        for callback in self._exit_callbacks:
+            self._loop.call_soon_threadsafe(callback)
 
     def on_start(self, hook: Hook) -> Hook:
         """Run ``hook`` at start, after the bus is connected (in registration order)."""
@@ -73,6 +90,7 @@ class Runtime:
         return hook
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         BUILD_INFO.labels(self.name, __version__).set(1)
         if self.bus is not None:
             await self._connect_bus(self.bus)
@@ -169,6 +187,15 @@ def serve(app: FastAPI, settings: ServiceSettings, *, service: str) -> None:
         server_header=False,
     )
     server = uvicorn.Server(config)
+    runtime: Runtime | None = getattr(app.state, "runtime", None)
+    if runtime is not None:
+        handle_exit = server.handle_exit
+
+        def on_signal(sig: int, frame: FrameType | None) -> None:
+            runtime.exit_requested()
+            handle_exit(sig, frame)
+
+        server.handle_exit = on_signal  # type: ignore[method-assign]
     server.run()
     if not server.started:
         sys.exit(3)  # uvicorn's STARTUP_FAILURE status: the lifespan startup raised

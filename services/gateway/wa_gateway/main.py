@@ -22,11 +22,13 @@ from wa_common.cli import run_cli
 from wa_common.logs import get_logger
 from wa_common.runtime import Runtime, create_app, serve
 from wa_common.schemas.stats import STATS_LIMITS_STATE, LimitsStateQuery
-from wa_gateway.api import admin, instances, messaging, sim, stats, webhooks
+from wa_gateway.api import admin, instances, live, messaging, sim, stats, webhooks
 from wa_gateway.auth import setup_auth
 from wa_gateway.backend import Backend
+from wa_gateway.dashboard import mount_dashboard
 from wa_gateway.errors import install_error_handlers
 from wa_gateway.limits import BINDING, LimitBook
+from wa_gateway.live import LiveHub
 from wa_gateway.metering import UsageMeter
 from wa_gateway.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from wa_gateway.ratelimit import RateLimiter
@@ -144,6 +146,10 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.gateway = gw
 
+    hub = LiveHub(runtime, queue_size=settings.stream_queue_size)
+    app.state.live_hub = hub
+    runtime.on_exit_requested(hub.close)
+
     setup_auth(app, runtime, settings)
     app.include_router(instances.router)
     app.include_router(messaging.instances_family)
@@ -151,6 +157,8 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(messaging.whatsapp_family)
     app.include_router(stats.router)
     app.include_router(admin.router)
+    app.include_router(live.router)
+    mount_dashboard(app, settings)
     if settings.simulator_routes_enabled:
         app.include_router(sim.router)
 

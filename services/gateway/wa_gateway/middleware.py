@@ -5,8 +5,9 @@ Both are pure ASGI (no ``BaseHTTPMiddleware``), so uploads stream through untouc
 - Security headers on every response: ``X-Content-Type-Options: nosniff``,
   ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``,
   ``Strict-Transport-Security`` (honoured by browsers over HTTPS only), and on ``/api`` routes
-  ``Cache-Control: no-store`` and a ``Content-Security-Policy`` that allows nothing (``/docs``
-  keeps its CDN scripts).
+  ``Cache-Control: no-store`` and a ``Content-Security-Policy`` that allows nothing; on the
+  dashboard (``/``, ``/dashboard/``) a policy that allows only its own files (``/docs`` keeps
+  its CDN scripts).
 - Body limits: ``GATEWAY_MAX_BODY_BYTES`` for every request, ``GATEWAY_MAX_UPLOAD_BYTES`` (plus
   64 KiB for the multipart envelope) for ``/send-file``. A declared ``Content-Length`` above the
   limit is refused before reading; a body that grows past it while streaming is cut off. Both
@@ -32,6 +33,23 @@ _API_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 ]
+# The dashboard (``/`` and ``/dashboard/``): its own files only; QR images arrive as blob: URLs.
+_DASHBOARD_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; script-src 'self'; "
+        b"style-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        b"frame-ancestors 'none'",
+    ),
+]
+
+
+def _extra_headers(path: str) -> list[tuple[bytes, bytes]]:
+    if path.startswith("/api"):
+        return _COMMON_HEADERS + _API_HEADERS
+    if path == "/" or path.startswith("/dashboard/"):
+        return _COMMON_HEADERS + _DASHBOARD_HEADERS
+    return _COMMON_HEADERS
 
 
 class SecurityHeadersMiddleware:
@@ -42,7 +60,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = _COMMON_HEADERS + (_API_HEADERS if scope.get("path", "").startswith("/api") else [])
+        extra = _extra_headers(scope.get("path", ""))
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":

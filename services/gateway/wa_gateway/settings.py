@@ -39,6 +39,13 @@ class GatewaySettings(AuthClientSettings):
         description="accept webhook URLs on loopback/private/link-local addresses; unset = true only "
         "when WA_PROFILE=embedded (as WEBHOOKS_ALLOW_PRIVATE_TARGETS)",
     )
+    dashboard: bool = Field(True, description="serve the web dashboard at / (static files under /dashboard/)")
+    stream_heartbeat_s: float = Field(
+        15.0, gt=0, le=300, description="seconds between SSE keep-alive comments on /api/events/stream"
+    )
+    stream_queue_size: int = Field(
+        256, ge=8, le=100_000, description="events buffered per live-stream client before it is cut off"
+    )
     simulator_routes: bool | None = Field(
         None, description="expose /api/admin/sim/*; default: on when WA_ENGINE=simulator"
     )
