@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,3 +141,25 @@ async def test_stream_filters_and_refusals(system: System) -> None:
     async with reading(api, admin, all="true") as everything:
         await api.post(f"/api/instances/{b}/reconnect", headers=owner)
         await wait_for(lambda: everything.of("qr_received", b), timeout_s=30, message="admin sees b")
+
+
+async def test_open_streams_do_not_hold_a_gateway_shutdown(system: System) -> None:
+    """SIGTERM ends open streams at once (``Runtime.on_exit_requested``): the gateway exits well
+    within its graceful-shutdown timeout (``SHUTDOWN_TIMEOUT_S``, 30 s by default) instead of
+    waiting for the browsers to hang up."""
+    gateway = system.cluster.processes["gateway"]
+    assert gateway.proc is not None
+    try:
+        async with reading(system.api, system.admin) as stream:
+            assert stream.status == 200
+            gateway.signal(signal.SIGTERM)
+            await wait_for(
+                lambda: gateway.proc is not None and gateway.proc.poll() is not None,
+                timeout_s=10,
+                message="gateway exited with a stream open",
+            )
+        # uvicorn re-raises the signal after a complete graceful shutdown (exit status -15).
+        assert gateway.proc.returncode in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in gateway.log_tail(20)
+    finally:
+        await system.cluster.restart("gateway")
