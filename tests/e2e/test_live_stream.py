@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import wait_for
+from conftest import rabbitmqctl, wait_for
 from tests.e2e import steps
 from tests.e2e.conftest import System
 
@@ -163,3 +163,30 @@ async def test_open_streams_do_not_hold_a_gateway_shutdown(system: System) -> No
         assert "Application shutdown complete" in gateway.log_tail(20)
     finally:
         await system.cluster.restart("gateway")
+
+
+async def test_reopened_streams_get_each_event_once(system: System) -> None:
+    """The gateway stops its broker consumer after the last client left (``GATEWAY_STREAM_LINGER_S``,
+    0.2 s here) and starts one consumer again for the next client: every event arrives once."""
+    api, admin = system.api, system.admin
+    owner = await steps.user_headers(api, admin)
+    created = await steps.create_instance(api, owner, "live-reopen", None, None)
+    iid = created.get("instanceId", created.get("id"))
+    vhost = system.amqp_url.rsplit("/", 1)[1]
+
+    def live_queues() -> list[str]:
+        listed = rabbitmqctl("-q", "-s", "list_queues", "-p", vhost, "name")
+        return [q for q in listed.split() if q.startswith("wa.live.gateway-stream.")]
+
+    for _ in range(3):
+        async with reading(api, owner) as stream:
+            assert stream.status == 200
+        await wait_for(lambda: not live_queues(), timeout_s=30, message="live consumer stopped")
+
+    async with reading(api, owner) as stream:
+        assert len(live_queues()) == 1
+        for _ in range(2):
+            await api.post(f"/api/instances/{iid}/reconnect", headers=owner)
+        await wait_for(lambda: len(stream.of("qr_received", iid)) >= 2, timeout_s=30, message="2 QR events")
+    ids = [f["id"] for f in stream.frames if "id" in f]
+    assert len(ids) == len(set(ids)), f"duplicated events: {ids}"

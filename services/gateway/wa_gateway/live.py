@@ -33,6 +33,9 @@ from wa_common.schemas import Event, EventType
 
 log = get_logger(__name__)
 
+# Seconds the broker consumer outlives its last client.
+LINGER_S = 10.0
+
 LIVE_STREAMS = Gauge("wa_gateway_live_streams", "Open live-event streams (GET /api/events/stream).")
 
 # Event types a dashboard shows, with the fields of ``data`` it may see (None: all of them).
@@ -99,16 +102,20 @@ class Subscription:
 class LiveHub:
     """Fan-out of ``wa.events`` to in-process subscribers (one per open SSE stream).
 
-    ``subscribe``/``unsubscribe`` start and stop the broker consumer on demand. Raises
-    ``RuntimeError`` from ``subscribe`` when the gateway has no bus connection.
+    ``subscribe`` starts the broker consumer on demand; ``unsubscribe`` stops it once nobody has
+    listened for ``linger_s`` seconds (a page reload does not tear it down and rebuild it).
+    Raises ``RuntimeError`` from ``subscribe`` when the gateway has no bus connection or is
+    shutting down.
     """
 
-    def __init__(self, runtime: Runtime, *, queue_size: int) -> None:
+    def __init__(self, runtime: Runtime, *, queue_size: int, linger_s: float = LINGER_S) -> None:
         self._runtime = runtime
         self._queue_size = queue_size
         self._subs: set[Subscription] = set()
         self._consumer: Consumer | None = None
         self._lock = asyncio.Lock()
+        self._linger_s = linger_s
+        self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
 
     @property
@@ -134,16 +141,30 @@ class LiveHub:
             self._changed()
         return sub
 
-    async def unsubscribe(self, sub: Subscription) -> None:
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget ``sub``; the broker consumer stops ``LINGER_S`` after the last client left.
+
+        Synchronous on purpose: it runs in the ``finally`` of a stream the server is cancelling
+        (client gone), where anyio's cancellation would interrupt any ``await`` and leave the
+        consumer running (the next subscriber would then add a second one).
+        """
+        self._subs.discard(sub)
+        self._changed()
+        if not self._subs and self._consumer is not None:
+            task = asyncio.get_running_loop().create_task(self._stop_when_idle())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _stop_when_idle(self) -> None:
+        await asyncio.sleep(self._linger_s)
         async with self._lock:
-            self._subs.discard(sub)
-            self._changed()
-            if not self._subs and self._consumer is not None:
-                consumer, self._consumer = self._consumer, None
-                try:
-                    await consumer.cancel(5.0)
-                except Exception as exc:  # the connection may be gone; the queue dies with it
-                    log.info("live consumer cancel failed", error=str(exc))
+            if self._subs or self._consumer is None:
+                return
+            consumer, self._consumer = self._consumer, None
+        try:
+            await consumer.cancel(5.0)
+        except Exception as exc:  # the connection may be gone; the queue dies with it
+            log.info("live consumer cancel failed", error=str(exc))
 
     def close(self) -> None:
         """End every open stream (at SIGTERM, so uvicorn need not wait for them)."""

@@ -146,7 +146,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.gateway = gw
 
-    hub = LiveHub(runtime, queue_size=settings.stream_queue_size)
+    hub = LiveHub(runtime, queue_size=settings.stream_queue_size, linger_s=settings.stream_linger_s)
     app.state.live_hub = hub
     runtime.on_exit_requested(hub.close)
 

@@ -43,6 +43,9 @@ class GatewaySettings(AuthClientSettings):
     stream_heartbeat_s: float = Field(
         15.0, gt=0, le=300, description="seconds between SSE keep-alive comments on /api/events/stream"
     )
+    stream_linger_s: float = Field(
+        10.0, ge=0, le=3600, description="seconds the live-event consumer outlives its last stream client"
+    )
     stream_queue_size: int = Field(
         256, ge=8, le=100_000, description="events buffered per live-stream client before it is cut off"
     )

@@ -94,4 +94,4 @@ async def _events(hub: LiveHub, sub: Subscription, user_id: str, heartbeat_s: fl
                 return
             yield _frame(event.type, browser_view(event), event.id)
     finally:
-        await hub.unsubscribe(sub)
+        hub.unsubscribe(sub)  # synchronous: this generator is being cancelled when the client left
