@@ -118,8 +118,8 @@ async def test_stream_filters_and_refusals(system: System) -> None:
     other = await steps.user_headers(api, admin)
     first = await steps.create_instance(api, owner, "live-a", None, None)
     second = await steps.create_instance(api, owner, "live-b", None, None)
-    a = first.get("instanceId", first.get("id"))
-    b = second.get("instanceId", second.get("id"))
+    a = str(first.get("instanceId", first.get("id")))
+    b = str(second.get("instanceId", second.get("id")))
 
     # No credentials: 401 in the API's error shape; all=true for a user: 403.
     unauthenticated = await api.get("/api/events/stream")
