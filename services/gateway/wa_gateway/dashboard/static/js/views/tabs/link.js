@@ -1,0 +1,318 @@
+/**
+ * Link tab: link the instance to a phone.
+ *
+ * - Not connected: the QR code as an image (GET .../qr?format=png fetched with the token, shown
+ *   through a blob: URL; older URLs are revoked). WhatsApp rotates codes about every 20 s and the
+ *   API gives no expiry, so the code is re-read on every `qr_received` event for this instance and
+ *   otherwise when a 20 s countdown ("QR expires in N s") runs out. A 202 answer ("generating")
+ *   is retried after a few seconds.
+ * - Alternative: a pairing code for a phone number (POST .../pairing-code).
+ * - Connected (`connected` event, or a 409 from /qr): the QR is replaced by "Connected".
+ * - Reconnect, Log out of WhatsApp (confirmed), and for administrators on the simulator engine
+ *   "Simulate scan" (POST /api/admin/sim/instances/<id>/scan).
+ */
+
+import { api } from '../../api.js';
+import { readBody } from '../../http.js';
+import {
+  alertBox,
+  button,
+  clearBox,
+  confirmDialog,
+  field,
+  h,
+  noticeBox,
+  notify,
+  showError,
+  validateForm,
+  withBusy,
+} from '../../ui.js';
+
+/** Seconds a QR code is assumed valid when the API does not say (WhatsApp: ~20 s). */
+const QR_TTL_S = 20;
+/** Retry delay while the API answers 202 "generating". */
+const GENERATING_RETRY_MS = 3000;
+/** Retry delay when the instance is not waiting for a scan (logged out / disconnected). */
+const IDLE_RETRY_MS = 10000;
+
+export function linkTab(panel, ctx) {
+  const { scope, instance } = ctx;
+  const id = instance.id;
+  const isAdmin = ctx.user && ctx.user.role === 'admin';
+  const canSimulate = Boolean(ctx.config && ctx.config.simulator && isAdmin);
+
+  const alert = alertBox();
+  const notice = noticeBox();
+
+  // The element that states the link status in words (contains "Connected" once linked).
+  const state = h('p', { class: 'link-state', id: 'link-state' });
+
+  // --- QR ----------------------------------------------------------------------------------
+  const qrImage = h('img', { class: 'qr-image', alt: 'WhatsApp QR code', width: 264, height: 264, hidden: true });
+  const countdown = h('p', { class: 'countdown', id: 'qr-countdown' });
+  const qrSection = h(
+    'section',
+    { class: 'qr-section', 'aria-labelledby': 'qr-title' },
+    h('h3', { id: 'qr-title' }, 'Scan the QR code'),
+    h(
+      'p',
+      { class: 'muted' },
+      'On the phone: WhatsApp → Settings → Linked devices → Link a device, then point the camera at this code.',
+    ),
+    h('div', { class: 'qr-frame' }, qrImage),
+    countdown,
+  );
+
+  // --- pairing code --------------------------------------------------------------------------
+  const pairAlert = alertBox();
+  const phone = h('input', { type: 'tel', name: 'phone', required: true, autocomplete: 'off', inputMode: 'tel', placeholder: '79001234567' });
+  const pairSubmit = h('button', { type: 'submit' }, 'Get pairing code');
+  const pairingOutput = h('output', { class: 'pairing-code' });
+  const pairingResult = h('div', { class: 'pairing-result', hidden: true },
+    h('p', {}, 'Enter this code on the phone (WhatsApp → Linked devices → Link with phone number):'),
+    pairingOutput,
+  );
+  const pairForm = h(
+    'form',
+    { class: 'stack', noValidate: true },
+    field('Phone number', phone, { hint: 'The number of the WhatsApp account to link, international format without +.' }),
+    h('div', { class: 'actions' }, pairSubmit),
+  );
+  const pairSection = h(
+    'section',
+    { class: 'pair-section', 'aria-labelledby': 'pair-title' },
+    h('h3', { id: 'pair-title' }, 'Or link with a pairing code'),
+    pairAlert,
+    pairForm,
+    pairingResult,
+  );
+  pairForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    clearBox(pairAlert);
+    if (!validateForm(pairForm, pairAlert)) return;
+    try {
+      const { pairingCode } = await withBusy(pairSubmit, () => api.pairingCode(id, phone.value.trim(), { signal: scope.signal }));
+      pairingOutput.textContent = formatPairingCode(pairingCode);
+      pairingResult.hidden = false;
+    } catch (err) {
+      showError(pairAlert, err, { form: pairForm });
+    }
+  });
+
+  // --- simulator ---------------------------------------------------------------------------
+  const simulate = button('Simulate scan', { class: 'sim' });
+  const simResult = h('p', { class: 'sim-result' });
+  const simSection = canSimulate
+    ? h(
+        'section',
+        { class: 'sim-section', 'aria-labelledby': 'sim-title' },
+        h('h3', { id: 'sim-title' }, 'Simulator'),
+        h('p', { class: 'muted' }, 'Test engine only: a simulated phone scans the current QR code.'),
+        h('div', { class: 'actions' }, simulate),
+        simResult,
+      )
+    : null;
+  simulate.addEventListener('click', async () => {
+    clearBox(alert);
+    try {
+      const result = await withBusy(simulate, () => api.simulateScan(id, { signal: scope.signal }));
+      simResult.textContent = `Scanned by simulated phone ${result.phone}. ${result.message || ''}`.trim();
+      // The `connected` event normally follows; check anyway in case the stream is down.
+      scope.timeout(() => instance.refreshStatus().catch(() => {}), 2500);
+    } catch (err) {
+      showError(alert, err);
+    }
+  });
+
+  // --- actions -----------------------------------------------------------------------------
+  const reconnect = button('Reconnect');
+  const logout = button('Log out of WhatsApp', { class: 'danger' });
+  reconnect.addEventListener('click', async () => {
+    clearBox(alert);
+    try {
+      const result = await withBusy(reconnect, () => api.reconnect(id, { signal: scope.signal }));
+      notify(notice, (result && result.message) || 'Reconnecting…');
+      instance.setStatus('connecting');
+      scope.timeout(() => instance.refreshStatus().then(() => render(instance.status)).catch(() => {}), 1500);
+    } catch (err) {
+      showError(alert, err);
+    }
+  });
+  logout.addEventListener('click', async () => {
+    const ok = await confirmDialog({
+      title: 'Log out of WhatsApp?',
+      message: 'The phone link is removed. To use this instance again you will need to scan a new QR code.',
+      confirmText: 'Log out',
+      danger: true,
+    });
+    if (!ok) return;
+    clearBox(alert);
+    try {
+      const result = await withBusy(logout, () => api.logoutInstance(id, { signal: scope.signal }));
+      notify(notice, (result && result.message) || 'Logged out.');
+      await instance.refreshStatus();
+    } catch (err) {
+      showError(alert, err);
+    }
+  });
+
+  panel.append(
+    h('h2', {}, 'Link'),
+    state,
+    alert,
+    notice,
+    qrSection,
+    pairSection,
+    simSection,
+    h('section', { class: 'link-actions', 'aria-labelledby': 'connection-title' },
+      h('h3', { id: 'connection-title' }, 'Connection'),
+      h('div', { class: 'actions' }, reconnect, logout),
+    ),
+  );
+
+  // --- QR loading and countdown --------------------------------------------------------------
+  let objectUrl = null;
+  let expiresAt = 0;
+  let loadSeq = 0;
+  let retryTimer = null;
+  let ticker = null;
+
+  scope.add(() => {
+    if (objectUrl) URL.revokeObjectURL(objectUrl);
+    objectUrl = null;
+  });
+
+  function stopTimers() {
+    clearTimeout(retryTimer);
+    clearInterval(ticker);
+    retryTimer = null;
+    ticker = null;
+  }
+  scope.add(stopTimers);
+
+  function retryIn(ms) {
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(loadQr, ms);
+  }
+
+  function showImage(blob) {
+    const url = URL.createObjectURL(blob);
+    const previous = objectUrl;
+    objectUrl = url;
+    const release = () => {
+      if (previous) URL.revokeObjectURL(previous);
+    };
+    qrImage.addEventListener('load', release, { once: true });
+    qrImage.addEventListener('error', release, { once: true });
+    qrImage.src = url;
+    qrImage.hidden = false;
+  }
+
+  function hideImage() {
+    qrImage.hidden = true;
+    qrImage.removeAttribute('src');
+    if (objectUrl) URL.revokeObjectURL(objectUrl);
+    objectUrl = null;
+    countdown.textContent = '';
+  }
+
+  function startCountdown(seconds) {
+    expiresAt = Date.now() + seconds * 1000;
+    clearInterval(ticker);
+    const tick = () => {
+      const left = Math.max(0, Math.ceil((expiresAt - Date.now()) / 1000));
+      if (left <= 0) {
+        clearInterval(ticker);
+        countdown.textContent = 'Refreshing the QR code…';
+        loadQr();
+        return;
+      }
+      countdown.textContent = `QR expires in ${left} s`;
+    };
+    tick();
+    ticker = setInterval(tick, 1000);
+  }
+
+  async function loadQr() {
+    if (scope.disposed || instance.status === 'connected') return;
+    const seq = ++loadSeq;
+    clearTimeout(retryTimer);
+    let response;
+    try {
+      response = await api.qrImage(id, { signal: scope.signal });
+    } catch (err) {
+      if (seq !== loadSeq || scope.disposed) return;
+      if (err && err.status === 409) {
+        // "already connected"
+        instance.setStatus('connected');
+        return;
+      }
+      showError(alert, err);
+      retryIn(IDLE_RETRY_MS);
+      return;
+    }
+    if (seq !== loadSeq || scope.disposed) return;
+    if (response.status === 202) {
+      const body = await readBody(response);
+      hideImage();
+      const waiting = ['logged_out', 'disconnected'].includes(instance.status);
+      state.textContent = waiting
+        ? `Not linked (status: ${instance.status.replace(/_/g, ' ')}). Press “Reconnect” to get a new QR code.`
+        : (body && body.message) || 'Generating the QR code…';
+      retryIn(waiting ? IDLE_RETRY_MS : GENERATING_RETRY_MS);
+      return;
+    }
+    const type = response.headers.get('content-type') || '';
+    if (!type.startsWith('image/')) {
+      hideImage();
+      state.textContent = 'The server did not return a QR image.';
+      retryIn(IDLE_RETRY_MS);
+      return;
+    }
+    const blob = await response.blob();
+    if (seq !== loadSeq || scope.disposed) return;
+    clearBox(alert);
+    showImage(blob);
+    state.textContent = 'Waiting for the QR code to be scanned.';
+    startCountdown(QR_TTL_S);
+  }
+
+  /** Show the panel for `status`. */
+  function render(status) {
+    const connected = status === 'connected';
+    qrSection.hidden = connected;
+    pairSection.hidden = connected;
+    if (simSection) simSection.hidden = connected;
+    logout.hidden = false;
+    if (connected) {
+      stopTimers();
+      loadSeq += 1; // ignore a QR answer still in flight
+      hideImage();
+      state.replaceChildren(h('strong', {}, 'Connected'), ' — this instance is linked to WhatsApp.');
+      state.classList.add('is-connected');
+    } else {
+      state.classList.remove('is-connected');
+      if (!qrImage.src) state.textContent = 'Loading the QR code…';
+      loadQr();
+    }
+  }
+
+  instance.onStatus((status) => render(status), scope);
+  // A new code was issued: show it at once.
+  scope.subscribe('qr_received', (event) => {
+    if (event.instanceId !== id) return;
+    if (instance.status !== 'qr') instance.setStatus('qr'); // onStatus → render → loadQr
+    else loadQr();
+  });
+  scope.subscribe('ready', () => {
+    if (instance.status !== 'connected') loadQr();
+  });
+
+  render(instance.status);
+}
+
+/** "ABCD1234" → "ABCD-1234" (as WhatsApp shows it). */
+function formatPairingCode(code) {
+  const text = String(code || '');
+  return text.length === 8 && !text.includes('-') ? `${text.slice(0, 4)}-${text.slice(4)}` : text;
+}

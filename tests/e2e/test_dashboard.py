@@ -1,0 +1,213 @@
+"""The web dashboard in real headless Chromium (Debian's ``chromium``, driven by Playwright for
+Python) against the running system on the simulator engine (``tests/e2e/conftest.py``).
+
+Flow (issue 10's acceptance): log in, create an instance, see the QR image, simulate the scan,
+see "Connected" without reloading (the live event stream), send a message, see it in the chat
+history and its webhook delivery listed; a second user does not see the first user's instance,
+at phone width and with the keyboard. Each step leaves a screenshot in
+``test-artifacts/dashboard/`` (kept by CI as artifacts).
+
+Chromium is found at ``CHROMIUM`` (default ``/usr/bin/chromium``); without it the tests are
+skipped, unless ``WA_REQUIRE_BROWSER=1`` (set by ``.ci/run``), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import steps
+from tests.e2e.conftest import System
+from tests.e2e.receiver import WebhookReceiver
+
+pytestmark = [pytest.mark.e2e]
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
+TIMEOUT_MS = 30_000
+
+try:
+    from playwright.async_api import Browser, Page, async_playwright, expect
+except ImportError:  # pragma: no cover - playwright is a dev dependency in uv.lock
+    async_playwright = None  # type: ignore[assignment]
+
+
+def _require_browser() -> None:
+    missing = async_playwright is None or not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM))
+    if not missing:
+        return
+    why = f"Chromium not found at {CHROMIUM} (apt-get install chromium) or playwright missing"
+    if os.environ.get("WA_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"browser tests required (WA_REQUIRE_BROWSER=1): {why}")
+    pytest.skip(f"dashboard browser tests skipped: {why}")
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    _require_browser()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    expect.set_options(timeout=TIMEOUT_MS)
+    async with async_playwright() as pw:
+        instance = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            await instance.close()
+
+
+class Shots:
+    """Numbered screenshots of one test: ``<test>-NN-<step>.png``."""
+
+    def __init__(self, page: Page, name: str) -> None:
+        self.page, self.name, self.n = page, name, 0
+
+    async def __call__(self, step: str) -> None:
+        self.n += 1
+        await self.page.screenshot(
+            path=str(ARTIFACTS / f"{self.name}-{self.n:02d}-{step}.png"), full_page=True
+        )
+
+
+async def _new_page(browser: Browser, *, width: int = 1280, height: int = 900) -> Page:
+    context = await browser.new_context(viewport={"width": width, "height": height})
+    page = await context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.errors = errors  # type: ignore[attr-defined]
+    return page
+
+
+async def _log_in(page: Page, base_url: str, email: str, password: str) -> None:
+    await page.goto(base_url + "/")
+    await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_role("heading", name="Instances")).to_be_visible()
+
+
+async def test_link_send_and_see_the_webhook_delivery(
+    system: System, receiver: WebhookReceiver, browser: Browser
+) -> None:
+    cluster = system.cluster
+    page = await _new_page(browser)
+    shot = Shots(page, "admin")
+    name = f"Dashboard {secrets.token_hex(3)}"
+    contact = steps.new_phone()
+    text = f"hello from the dashboard {secrets.token_hex(3)}"
+
+    # Log in: the token lives in sessionStorage, never in the URL.
+    await page.goto(cluster.gateway_url + "/")
+    await shot("login-page")
+    await _log_in(page, cluster.gateway_url, cluster.admin_email, cluster.admin_password)
+    assert "token" not in page.url and "eyJ" not in page.url
+    await shot("instances")
+
+    # Create an instance with a webhook to the loopback receiver.
+    await page.get_by_role("button", name="New instance").click()
+    await page.get_by_label("Name", exact=True).fill(name)
+    await page.get_by_label("Description").fill("created in the browser test")
+    await page.get_by_label("Webhook URL").fill(receiver.url("dashboard"))
+    await page.get_by_label("Webhook enabled").check()
+    await page.get_by_label("Notify sent messages").check()
+    await shot("new-instance-form")
+    await page.get_by_role("button", name="Create instance").click()
+    await expect(page.get_by_role("heading", name=name)).to_be_visible()
+    instance_id = page.url.split("#/instances/", 1)[1].split("/", 1)[0].split("?", 1)[0]
+    assert instance_id
+
+    # The QR code, rendered as an image from GET /qr?format=png.
+    qr = page.get_by_role("img", name="WhatsApp QR code")
+    await expect(qr).to_be_visible()
+    await page.wait_for_function(
+        "() => { const i = document.querySelector('img[alt=\"WhatsApp QR code\"]');"
+        " return i && i.complete && i.naturalWidth > 100; }"
+    )
+    await expect(page.locator("#qr-countdown")).to_contain_text("QR expires in")
+    await shot("qr")
+
+    # Simulate the scan; "Connected" arrives over the live stream, without a reload.
+    await page.evaluate("window.__noReload = true")
+    await page.get_by_role("button", name="Simulate scan").click()
+    await expect(page.locator("#link-state")).to_contain_text("Connected")
+    await expect(page.locator("#instance-status")).to_contain_text("connected")
+    assert await page.evaluate("window.__noReload === true"), "the page reloaded"
+    await expect(qr).to_have_count(0)
+    await shot("connected")
+
+    # Send a message.
+    await page.get_by_role("tab", name="Send").click()
+    await page.get_by_label("Phone number").fill(contact)
+    await page.get_by_role("textbox", name="Message", exact=True).fill(text)
+    await page.get_by_role("button", name="Send message").click()
+    await expect(page.get_by_text("Message sent")).to_be_visible()
+    await shot("sent")
+
+    # The message in the chat history.
+    await page.get_by_role("tab", name="Chats").click()
+    await page.get_by_label("Chat (phone or JID)").fill(contact)
+    await page.get_by_role("button", name="Load history").click()
+    await expect(page.get_by_text(text)).to_be_visible()
+    await shot("history")
+
+    # Its webhook delivery, listed (the receiver really got it).
+    await receiver.wait(lambda: receiver.unique("dashboard", "message_sent"), timeout_s=30, message="hook")
+    await page.get_by_role("tab", name="Webhooks").click()
+    await expect(page.get_by_role("heading", name="Webhook deliveries")).to_be_visible()
+    row = page.get_by_role("row").filter(has_text="message_sent")
+    await expect(row.first).to_be_visible()
+    await expect(row.first).to_contain_text("delivered")
+    await expect(row.first.get_by_role("button", name="Redeliver")).to_be_visible()
+    await shot("webhook-deliveries")
+
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+    await page.context.close()
+
+
+async def test_second_user_sees_only_their_instances_at_phone_width(system: System, browser: Browser) -> None:
+    api, admin, cluster = system.api, system.admin, system.cluster
+    owner = await steps.user_headers(api, admin)
+    hidden = await steps.create_instance(api, owner, f"Private {secrets.token_hex(3)}", None, None)
+    hidden_id = str(hidden.get("instanceId", hidden.get("id")))
+    email, password = await steps.create_user(api, admin)
+
+    page = await _new_page(browser, width=375, height=740)
+    shot = Shots(page, "second-user")
+    await page.goto(cluster.gateway_url + "/")
+    await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    # The keyboard alone: type into Email, Tab to Password, Enter submits.
+    await page.get_by_label("Email").focus()
+    await page.keyboard.type(email)
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(password)
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Instances")).to_be_visible()
+    await expect(page.get_by_text(hidden["name"])).to_have_count(0)
+    # No admin navigation, and nothing wider than the phone.
+    await expect(page.get_by_role("link", name="Admin")).to_have_count(0)
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    await shot("instances")
+
+    # Another user's instance by its address: the API's 404 message, no data.
+    await page.goto(f"{cluster.gateway_url}/#/instances/{hidden_id}")
+    await expect(page.get_by_role("alert")).to_contain_text("not found", ignore_case=True)
+    await expect(page.get_by_role("heading", name=hidden["name"])).to_have_count(0)
+    await shot("foreign-instance")
+
+    # A wrong password shows the API's error text.
+    await page.get_by_role("button", name="Log out", exact=True).click()
+    await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill("not-the-password")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_role("alert")).to_contain_text("invalid", ignore_case=True)
+    await shot("wrong-password")
+    await page.context.close()
