@@ -113,6 +113,10 @@ class AuthClient:
         return response
 
 
+# With no signing keys loaded, how often a request may ask auth for them (seconds).
+NO_KEYS_RETRY_S = 0.25
+
+
 class KeyStore:
     """Auth's public signing keys by ``kid``, refreshed on demand (rate-limited)."""
 
@@ -121,11 +125,13 @@ class KeyStore:
         self._min_interval = min_refresh_interval_s
         self._keys: dict[str, jwt.PyJWK] = {}
         self._last_attempt = float("-inf")
+        self._last_failed = False
         self._lock = asyncio.Lock()
 
     async def refresh(self) -> None:
         """Replace the keys with auth's current JWKS; raises :class:`AuthUnavailable`."""
         self._last_attempt = time.monotonic()
+        self._last_failed = True
         response = await self._client.request("GET", "/internal/jwks")
         if response.status_code != 200:
             raise AuthUnavailable(f"JWKS request answered {response.status_code}")
@@ -134,21 +140,32 @@ class KeyStore:
             if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and jwk.get("kid"):
                 keys[jwk["kid"]] = jwt.PyJWK(jwk, algorithm="EdDSA")
         self._keys = keys
+        self._last_failed = False
         log.info("signing keys loaded", kids=sorted(keys))
 
     async def get(self, kid: str) -> jwt.PyJWK | None:
-        """The key ``kid``; refreshes first if unknown and the last attempt is old enough."""
+        """The key ``kid``, or ``None`` when auth's current JWKS does not have it.
+
+        An unknown ``kid`` refreshes the keys at most once per ``min_refresh_interval_s`` (a
+        flood of forged kids cannot hammer auth). With no keys at all (auth was not reachable
+        yet), it refreshes on demand, at most every ``NO_KEYS_RETRY_S``, and raises
+        :class:`AuthUnavailable` (503) rather than calling a valid token unknown.
+        """
         key = self._keys.get(kid)
         if key is not None:
             return key
         async with self._lock:
             key = self._keys.get(kid)
-            # With no key at all (auth was down), retry sooner: at most once per second.
-            interval = self._min_interval if self._keys else min(self._min_interval, 1.0)
-            if key is None and time.monotonic() - self._last_attempt >= interval:
+            if key is not None:
+                return key
+            since = time.monotonic() - self._last_attempt
+            if not self._keys:
+                if self._last_failed and since < NO_KEYS_RETRY_S:
+                    raise AuthUnavailable("auth's signing keys are not loaded yet")
                 await self.refresh()
-                key = self._keys.get(kid)
-        return key
+            elif since >= self._min_interval:
+                await self.refresh()
+            return self._keys.get(kid)
 
 
 class IdentityCache:
