@@ -185,6 +185,9 @@ async def test_counts_shapes_periods_and_idempotency(env) -> None:
     }
     everything = await ask(service, STATS_USER, me, period="all")
     assert everything.data["total"]["messagesReceived"] == 2
+    # "today" (an extension for the dashboard): b's send was yesterday, a's receipt last month.
+    today_total = (await ask(service, STATS_USER, me, period="today")).data["total"]
+    assert (today_total["messagesSent"], today_total["messagesReceived"]) == (2, 1)
 
     today = await ask(service, STATS_INSTANCE, me, instance_id=a)
     assert today.ok, today
@@ -220,8 +223,8 @@ async def test_counts_shapes_periods_and_idempotency(env) -> None:
     assert (await ask(service, STATS_INSTANCE, Caller(user_id=other), instance_id=a)).status == 404
     assert (await ask(service, STATS_INSTANCE, me, instance_id=new_id())).status == 404
     assert (await ask(service, STATS_INSTANCE, Caller(user_id="x", role="admin"), instance_id=a)).ok
-    bad = await ask(service, STATS_USER, me, period="today")
-    assert bad.status == 400 and "week, month, year, all" in (bad.error or "")
+    bad = await ask(service, STATS_USER, me, period="fortnight")
+    assert bad.status == 400 and "today, week, month, year, all" in (bad.error or "")
     assert (await ask(service, STATS_INSTANCE, me, instance_id=a, period="year")).status == 400
     assert (await ask(service, STATS_SYSTEM, me)).status == 403
     assert (await ask(service, STATS_USER, me, userId=other)).status == 403

@@ -107,10 +107,10 @@ STATS_QUERIES = frozenset(
     {STATS_USER, STATS_INSTANCE, STATS_SYSTEM, STATS_LIMITS_GET, STATS_LIMITS_SET, STATS_LIMITS_STATE}
 )
 
-UserPeriod = Literal["week", "month", "year", "all"]
+UserPeriod = Literal["today", "week", "month", "year", "all"]
 InstancePeriod = Literal["today", "week", "month", "all"]
 SystemPeriod = Literal["today", "week", "month", "year", "all"]
-USER_PERIODS: tuple[str, ...] = ("week", "month", "year", "all")
+USER_PERIODS: tuple[str, ...] = ("today", "week", "month", "year", "all")
 INSTANCE_PERIODS: tuple[str, ...] = ("today", "week", "month", "all")
 SYSTEM_PERIODS: tuple[str, ...] = ("today", "week", "month", "year", "all")
 

@@ -42,7 +42,8 @@ async def user_stats(
     request: Request,
     caller: CallerDep,
     period: Annotated[
-        Literal["week", "month", "year", "all"], Query(description="UTC calendar period")
+        Literal["today", "week", "month", "year", "all"],
+        Query(description="UTC calendar period (`today` is an extension of the reference's list)"),
     ] = "month",
 ) -> Response:
     """The caller's usage over ``period`` (``totalMediaSize`` in bytes), in total and per instance."""

@@ -1,7 +1,7 @@
 /**
  * #/account: the user's details, API key (masked, "Show"/"Copy", "Rotate API key"), password
  * change (POST /api/auth/password {currentPassword, newPassword}) and usage statistics
- * (GET /api/stats/user?period=week|month|year|all).
+ * (GET /api/stats/user?period=today|week|month|year|all).
  *
  * The API key is only returned by login and by rotation (GET /api/auth/me does not include it),
  * so after a page reload in a new tab it may be unknown until rotated.
@@ -176,8 +176,8 @@ export function accountView(main, ctx) {
   // --- statistics ----------------------------------------------------------------------------
   const statsAlert = alertBox();
   const statsArea = h('div', {}, loading('Loading statistics…'));
-  // The user statistics endpoint has no "today": the shortest period is the current week.
-  const period = h('select', { name: 'period' }, ['week', 'month', 'year', 'all'].map((p) => h('option', { value: p }, PERIOD_LABELS[p])));
+  // "today" is the gateway's extension of the reference's periods; it is the default here.
+  const period = h('select', { name: 'period' }, ['today', 'week', 'month', 'year', 'all'].map((p) => h('option', { value: p }, PERIOD_LABELS[p])));
   async function loadStats() {
     try {
       const stats = await api.userStats(period.value, { signal: scope.signal });

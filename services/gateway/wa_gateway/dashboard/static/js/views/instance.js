@@ -203,6 +203,7 @@ export function instanceView(main, ctx) {
     })
     .catch((err) => {
       showError(alert, err);
+      setBadge(badge, 'unknown');
       replace(
         body,
         h('p', {}, err && err.status === 404 ? 'This instance does not exist or is not yours. ' : '', h('a', { href: href('instances') }, 'Back to the instances')),
