@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime, timedelta
 
 from wa_common.ids import new_id
@@ -10,6 +11,7 @@ from wa_session_worker.repository.base import (
     EventRec,
     InstanceRec,
     MessageRec,
+    OutboxRec,
     Repository,
 )
 
@@ -200,3 +202,44 @@ async def test_record_message_is_all_or_nothing(repo: Repository) -> None:
     assert [e.data["n"] for e in events] == [1], "a duplicate message keeps no event"
     touched = await repo.get_instance(rec.id)
     assert touched is not None and touched.last_activity_at == msg.created_at
+
+
+async def test_outbox_entries_commit_with_their_change_and_wait_for_the_relay(repo: Repository) -> None:
+    shard, other = 10_000 + secrets.randbelow(10**6), 20_000_000 + secrets.randbelow(10**6)
+    rec = instance(shard=shard)
+    await repo.create_instance(rec)
+
+    def entry(at: datetime, on: int = shard) -> OutboxRec:
+        return OutboxRec(new_id(), on, '{"type": "x"}', at)
+
+    # A message and its entry are stored together; a duplicate message stores no entry.
+    msg = message(rec.id, "1@s.whatsapp.net", 1)
+    first = entry(T0)
+    assert await repo.record_message(msg, None, first)
+    dup = message(rec.id, "1@s.whatsapp.net", 2)
+    dup.message_id = msg.message_id
+    assert not await repo.record_message(dup, None, entry(T0 + timedelta(seconds=1)))
+    # Staged events (with or without a recent-event row); a repeated id is ignored.
+    second = entry(T0 + timedelta(seconds=2))
+    kept = EventRec(second.id, rec.id, "connected", T0, {"n": 2})
+    await repo.stage_event(kept, second)
+    await repo.stage_event(kept, second)
+    third = entry(T0 + timedelta(seconds=3))
+    await repo.stage_event(None, third)
+    elsewhere = entry(T0, on=other)
+    await repo.stage_event(None, elsewhere)
+    events, _ = await repo.recent_events(rec.id, since=None, types=["connected"], limit=10)
+    assert [e.id for e in events] == [second.id]
+
+    due = await repo.outbox_due([shard], T0 + timedelta(seconds=2, milliseconds=500), 10)
+    assert [e.id for e in due] == [first.id, second.id], "oldest first, only older than the cut"
+    assert due[0].body == '{"type": "x"}' and due[0].shard == shard and due[0].created_at == T0
+    assert [e.id for e in await repo.outbox_due([shard], T0 + timedelta(hours=1), 2)] == [first.id, second.id]
+    assert [e.id for e in await repo.outbox_due([other], T0 + timedelta(hours=1), 10)] == [elsewhere.id]
+    assert await repo.outbox_due([], T0 + timedelta(hours=1), 10) == []
+
+    await repo.outbox_done([first.id, second.id, "no-such-id"])
+    assert [e.id for e in await repo.outbox_due([shard], T0 + timedelta(hours=1), 10)] == [third.id]
+    # Deleting the instance keeps its pending events (instance.deleted among them).
+    await repo.delete_instance(rec.id)
+    assert [e.id for e in await repo.outbox_due([shard], T0 + timedelta(hours=1), 10)] == [third.id]

@@ -20,6 +20,7 @@ from wa_common.runtime import Runtime, create_app, serve
 from wa_session_worker.consumers import start_consumers
 from wa_session_worker.repository.base import Repository
 from wa_session_worker.repository.sql import SqlRepository
+from wa_session_worker.service import outbox
 from wa_session_worker.service.core import WorkerService
 from wa_session_worker.settings import WorkerSettings
 from wa_session_worker.shards.leases import LeaseStore
@@ -95,6 +96,16 @@ def build_app(settings: WorkerSettings | None = None) -> FastAPI:
         runtime.tasks.spawn(manager.renewal_loop(), name="lease-renewal")
         runtime.tasks.spawn(manager.rebalance_loop(), name="shard-rebalance")
         runtime.tasks.spawn(housekeeping(), name="worker-housekeeping")
+        runtime.tasks.spawn(
+            outbox.relay_loop(
+                repo,
+                service.bus,
+                service.owned_shards,
+                interval_s=settings.outbox_relay_interval_s,
+                grace_s=settings.outbox_grace_s,
+            ),
+            name="outbox-relay",
+        )
         log.info("worker started", worker_id=settings.id, shards=settings.shard_count)
 
     # Stop hooks run in reverse registration order.

@@ -31,3 +31,9 @@ FAILOVER_START_SECONDS = Histogram(
     "Time to start a newly acquired shard's sessions.",
     buckets=LATENCY_BUCKETS,
 )
+OUTBOX_PENDING = Gauge(
+    "wa_worker_outbox_due", "Outbox entries found due at the last relay round (unconfirmed events)."
+)
+OUTBOX_RELAYED = Counter(
+    "wa_worker_outbox_relayed_total", "Events published by the outbox relay (not on their normal path)."
+)

@@ -148,6 +148,17 @@ recent_events = Table(
     Index("ix_recent_events_time", "occurred_at"),
 )
 
+# Events committed with their state change, until the broker confirms them (transactional outbox).
+outbox = Table(
+    "outbox",
+    Base.metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("shard", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_outbox_shard_created", "shard", "created_at"),
+)
+
 idempotency = Table(
     "idempotency",
     Base.metadata,

@@ -56,6 +56,12 @@ class WorkerSettings(EngineSettings):
         return self.media_allow_private
 
     recent_events_max_age_s: float = Field(86400.0, gt=0)
+    outbox_relay_interval_s: float = Field(
+        2.0, gt=0, le=600, description="seconds between rounds of the outbox relay (unconfirmed events)"
+    )
+    outbox_grace_s: float = Field(
+        5.0, ge=0, le=3600, description="age in seconds after which an unconfirmed event is relayed"
+    )
     idempotency_ttl_s: float = Field(86400.0, gt=0)
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ from wa_session_worker.repository.base import (
     IdempotencyRec,
     InstanceRec,
     MessageRec,
+    OutboxRec,
     Repository,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "IdempotencyRec",
     "InstanceRec",
     "MessageRec",
+    "OutboxRec",
     "Repository",
 ]

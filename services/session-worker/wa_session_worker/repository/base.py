@@ -93,6 +93,18 @@ class EventRec:
 
 
 @dataclass
+class OutboxRec:
+    """An event committed with the state change it reports, until the broker confirmed it
+    (transactional outbox). ``body`` is the event's JSON envelope (``Event.to_bytes``, UTF-8);
+    ``shard`` is its instance's, so only the shard's owner relays it."""
+
+    id: str  # the event id
+    shard: int
+    body: str
+    created_at: datetime
+
+
+@dataclass
 class IdempotencyRec:
     instance_id: str
     key: str
@@ -146,9 +158,12 @@ class Repository(ABC):
         """Insert ``rec``; ``False`` if (instance_id, message_id) is already stored."""
 
     @abstractmethod
-    async def record_message(self, rec: MessageRec, event: EventRec | None) -> bool:
-        """Store a new message, its recent event and the instance's ``last_activity_at`` in one
-        step; ``False`` (and nothing written) if (instance_id, message_id) is already stored."""
+    async def record_message(
+        self, rec: MessageRec, event: EventRec | None, pending: OutboxRec | None = None
+    ) -> bool:
+        """Store a new message, its recent event, its outbox entry and the instance's
+        ``last_activity_at`` in one step; ``False`` (and nothing written) if (instance_id,
+        message_id) is already stored."""
 
     @abstractmethod
     async def update_message_status(
@@ -202,6 +217,20 @@ class Repository(ABC):
 
     @abstractmethod
     async def add_event(self, rec: EventRec) -> None: ...
+
+    # Transactional outbox
+    @abstractmethod
+    async def stage_event(self, kept: EventRec | None, pending: OutboxRec) -> None:
+        """Store an event's outbox entry (and its recent-event row) in one step, before it is
+        published; a repeated ``pending.id`` is ignored."""
+
+    @abstractmethod
+    async def outbox_due(self, shards: list[int], before: datetime, limit: int) -> list[OutboxRec]:
+        """Outbox entries of ``shards`` created before ``before``, oldest first, at most ``limit``."""
+
+    @abstractmethod
+    async def outbox_done(self, ids: list[str]) -> None:
+        """Forget published entries (unknown ids are ignored)."""
 
     @abstractmethod
     async def recent_events(

@@ -25,6 +25,7 @@ from wa_session_worker.repository.base import (
     IdempotencyRec,
     InstanceRec,
     MessageRec,
+    OutboxRec,
     Repository,
 )
 
@@ -60,6 +61,7 @@ class MongoRepository(Repository):
         self.contacts = self.db["contacts"]
         self.activity = self.db["activity"]
         self.events = self.db["recent_events"]
+        self.outbox = self.db["outbox"]
         self.idem = self.db["idempotency"]
 
     async def start(self) -> None:
@@ -78,6 +80,7 @@ class MongoRepository(Repository):
         )
         await self.activity.create_index([("instance_id", ASCENDING), ("created_at", DESCENDING)])
         await self.events.create_index([("instance_id", ASCENDING), ("occurred_at", DESCENDING)])
+        await self.outbox.create_index([("shard", ASCENDING), ("created_at", ASCENDING)])
         await self.events.create_index([("occurred_at", ASCENDING)])
         await self.idem.create_index([("instance_id", ASCENDING), ("key", ASCENDING)], unique=True)
         await self.idem.create_index([("created_at", ASCENDING)])
@@ -129,8 +132,17 @@ class MongoRepository(Repository):
             return False
         return True
 
-    async def record_message(self, rec: MessageRec, event: EventRec | None) -> bool:
+    async def record_message(
+        self, rec: MessageRec, event: EventRec | None, pending: OutboxRec | None = None
+    ) -> bool:
+        # No multi-document transactions on a standalone server: the outbox entry goes first, so
+        # a crash in between publishes the event late rather than never (at least once).
+        if pending is not None:
+            with contextlib.suppress(DuplicateKeyError):
+                await self.outbox.insert_one(_doc(pending))
         if not await self.add_message(rec):
+            if pending is not None:
+                await self.outbox.delete_one({"_id": pending.id})
             return False
         await self.instances.update_one(
             {"_id": rec.instance_id}, {"$set": {"last_activity_at": rec.created_at}}
@@ -264,6 +276,23 @@ class MongoRepository(Repository):
     async def add_event(self, rec: EventRec) -> None:
         with contextlib.suppress(DuplicateKeyError):
             await self.events.insert_one(_doc(rec))
+
+    async def stage_event(self, kept: EventRec | None, pending: OutboxRec) -> None:
+        with contextlib.suppress(DuplicateKeyError):
+            await self.outbox.insert_one(_doc(pending))
+        if kept is not None:
+            await self.add_event(kept)
+
+    async def outbox_due(self, shards: list[int], before: datetime, limit: int) -> list[OutboxRec]:
+        if not shards:
+            return []
+        query = {"shard": {"$in": shards}, "created_at": {"$lt": before}}
+        cursor = self.outbox.find(query).sort([("created_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
+        return [_rec(OutboxRec, d) async for d in cursor]
+
+    async def outbox_done(self, ids: list[str]) -> None:
+        if ids:
+            await self.outbox.delete_many({"_id": {"$in": ids}})
 
     async def recent_events(
         self, instance_id: str, *, since: datetime | None, types: list[str] | None, limit: int

@@ -21,6 +21,7 @@ from wa_session_worker.repository.base import (
     IdempotencyRec,
     InstanceRec,
     MessageRec,
+    OutboxRec,
     Repository,
 )
 
@@ -103,7 +104,9 @@ class SqlRepository(Repository):
     async def add_message(self, rec: MessageRec) -> bool:
         return await self._insert(m.messages, _values(rec))
 
-    async def record_message(self, rec: MessageRec, event: EventRec | None) -> bool:
+    async def record_message(
+        self, rec: MessageRec, event: EventRec | None, pending: OutboxRec | None = None
+    ) -> bool:
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(insert(m.messages).values(**_values(rec)))
@@ -114,6 +117,8 @@ class SqlRepository(Repository):
                 )
                 if event is not None:
                     await conn.execute(insert(m.recent_events).values(**_values(event)))
+                if pending is not None:
+                    await conn.execute(insert(m.outbox).values(**_values(pending)))
         except IntegrityError:
             return False
         return True
@@ -257,6 +262,34 @@ class SqlRepository(Repository):
 
     async def add_event(self, rec: EventRec) -> None:
         await self._insert(m.recent_events, _values(rec))
+
+    async def stage_event(self, kept: EventRec | None, pending: OutboxRec) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(m.outbox).values(**_values(pending)))
+                if kept is not None:
+                    await conn.execute(insert(m.recent_events).values(**_values(kept)))
+        except IntegrityError:
+            return  # staged before (a retried step): the first entry stands
+
+    async def outbox_due(self, shards: list[int], before: datetime, limit: int) -> list[OutboxRec]:
+        if not shards:
+            return []
+        t = m.outbox
+        query = (
+            select(t)
+            .where(t.c.shard.in_(shards), t.c.created_at < before)
+            .order_by(t.c.created_at, t.c.id)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_rec(OutboxRec, r) for r in rows]
+
+    async def outbox_done(self, ids: list[str]) -> None:
+        if ids:
+            async with self.engine.begin() as conn:
+                await conn.execute(delete(m.outbox).where(m.outbox.c.id.in_(ids)))
 
     async def recent_events(
         self, instance_id: str, *, since: datetime | None, types: list[str] | None, limit: int

@@ -92,7 +92,7 @@ from wa_session_worker.repository.base import (
     MessageRec,
     Repository,
 )
-from wa_session_worker.service import views
+from wa_session_worker.service import outbox, views
 from wa_session_worker.service.views import ApiError
 from wa_session_worker.settings import WorkerSettings
 from wa_session_worker.shards.leases import LeaseStore, wall_clock
@@ -211,15 +211,20 @@ class WorkerService:
         recent: dict[str, Any] | None = None,
         keep_recent: bool = True,
     ) -> None:
-        """Keep the event for the polling endpoint, then publish it (confirmed by the broker)."""
+        """Stage the event (outbox entry, and the recent-event row for the polling endpoint, in
+        one step), then publish it; an unconfirmed event is published by the outbox relay."""
         event = Event(type=type_, instance_id=instance_id, user_id=user_id, data=data, meta=meta or {})
-        if keep_recent:
-            await self.repo.add_event(
-                EventRec(
-                    event.id, instance_id, type_, event.occurred_at, recent if recent is not None else data
-                )
-            )
-        await self.bus.publish_event(event)
+        kept = (
+            EventRec(event.id, instance_id, type_, event.occurred_at, recent if recent is not None else data)
+            if keep_recent
+            else None
+        )
+        await self.repo.stage_event(kept, outbox.pending(event, self.settings.shard_count))
+        await outbox.deliver(self.repo, self.bus, event)
+
+    def owned_shards(self) -> list[int]:
+        """Shards whose queue this worker consumes (their outbox entries are this worker's)."""
+        return list(self.consumers)
 
     async def _activity(self, instance_id: str, action: str, details: dict[str, Any] | None = None) -> None:
         await self.repo.add_activity(ActivityRec(new_id(), instance_id, action, details or {}, utcnow()))
@@ -451,9 +456,10 @@ class WorkerService:
             type_ = EventType.MESSAGE_RECEIVED
         event = Event(type=type_, instance_id=msg.instance_id, user_id=user_id, data=data, meta=meta)
         kept = EventRec(event.id, msg.instance_id, type_, event.occurred_at, recent)
-        if not await self.repo.record_message(rec, kept):
+        staged = outbox.pending(event, self.settings.shard_count)
+        if not await self.repo.record_message(rec, kept, staged):
             return  # already stored (our own send, or a redelivered event)
-        await self.bus.publish_event(event)
+        await outbox.deliver(self.repo, self.bus, event)
 
     async def _on_receipt(self, receipt: Receipt, user_id: str) -> None:
         rank = _STATUS_RANK.get(receipt.status)
@@ -590,6 +596,12 @@ class WorkerService:
             if existing is None or existing.user_id != rec.user_id:
                 raise ApiError(409, "an instance with this id already exists")
             rec = existing  # a redelivered or retried create: answer as the first time
+            # The first run may have stopped between storing the instance and staging its event:
+            # announce it again (replicas keep the newest snapshot, so a repeat changes nothing).
+            self._owners[rec.id] = rec.user_id
+            await self._publish(
+                rec.id, rec.user_id, EventType.INSTANCE_CREATED, self._snapshot(rec), keep_recent=False
+            )
             if rec.id in self.sessions:
                 return Reply.success(views.instance_body(rec), status=201)
         else:
@@ -822,9 +834,10 @@ class WorkerService:
             type=EventType.MESSAGE_SENT, instance_id=rec.id, user_id=rec.user_id, data=data, meta=meta
         )
         kept = EventRec(event.id, rec.id, event.type, event.occurred_at, recent)
-        if not await self.repo.record_message(msg, kept):
+        staged = outbox.pending(event, self.settings.shard_count)
+        if not await self.repo.record_message(msg, kept, staged):
             return  # the engine already reported it (Message event with from_me)
-        await self.bus.publish_event(event)
+        await outbox.deliver(self.repo, self.bus, event)
 
     # --- contacts -----------------------------------------------------------------------------
 
