@@ -4,12 +4,13 @@ from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
+from pydantic_settings import SettingsConfigDict
 
 from wa_common.bus import shard_for
 from wa_common.ids import id_timestamp_ms, new_id
 from wa_common.schemas import Command, Event, Reply
 from wa_common.schemas.events import MessageReceivedData
-from wa_common.settings import InsecureSettingsError, ServiceSettings
+from wa_common.settings import InsecureSettingsError, ServiceSettings, StoreSettings
 
 
 def test_ids_are_unique_and_sortable_by_time() -> None:
@@ -93,6 +94,26 @@ def test_production_profile_refuses_insecure_defaults(monkeypatch: pytest.Monkey
         ServiceSettings()
     monkeypatch.setenv("AMQP_URL", "amqp://svc:s3cret@rabbit:5672/")
     assert ServiceSettings().amqp_url.endswith("rabbit:5672/")
+
+
+def test_production_profile_refuses_template_placeholders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value copied from deploy/k8s/base/secret.yaml without replacing CHANGE-ME is refused,
+    naming the variable but never echoing the value (it may hold a real password elsewhere)."""
+
+    class AuthSettings(StoreSettings):
+        model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore", populate_by_name=True)
+
+    monkeypatch.setenv("WA_PROFILE", "production")
+    monkeypatch.setenv("AMQP_URL", "amqp://wa:change-me@rabbitmq:5672/wa")
+    with pytest.raises(ValidationError, match=r"AMQP_URL \(template placeholder CHANGE-ME\)") as err:
+        ServiceSettings()
+    assert "rabbitmq:5672" not in str(err.value)
+    monkeypatch.setenv("AMQP_URL", "amqp://wa:s3cret@rabbitmq:5672/wa")
+    monkeypatch.setenv("AUTH_DATABASE_URL", "postgresql://wa:CHANGE-ME@postgresql:5432/wa_auth")
+    with pytest.raises(ValidationError, match=r"AUTH_DATABASE_URL \(template placeholder"):
+        AuthSettings()
+    monkeypatch.setenv("WA_PROFILE", "dev")
+    assert AuthSettings().database_url.endswith("/wa_auth"), "dev and embedded profiles allow it"
 
 
 def test_embedded_profile_allows_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

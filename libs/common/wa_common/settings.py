@@ -21,6 +21,8 @@ from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# Marker of values to replace in the shipped templates; refused outside embedded/dev.
+PLACEHOLDER = "CHANGE-ME"
 
 
 class Profile(StrEnum):
@@ -68,10 +70,30 @@ class ServiceSettings(BaseSettings):
             bad.append("AMQP_URL (guest/guest)")
         return bad
 
+    def placeholders(self) -> list[str]:
+        """Settings whose value still contains the deployment templates' ``CHANGE-ME`` marker
+        (``deploy/k8s/base/secret.yaml``, ``.env.example``), e.g. a database URL whose password
+        nobody replaced. Names are given in their environment form; values are never shown."""
+        prefix = str(self.model_config.get("env_prefix", "")).upper()
+        found: list[str] = []
+        for name, value in self:
+            if isinstance(value, str) and PLACEHOLDER in value.upper():
+                field = type(self).model_fields[name]
+                alias = field.validation_alias
+                env = (
+                    str(alias.choices[0])
+                    if isinstance(alias, AliasChoices)
+                    else alias
+                    if isinstance(alias, str)
+                    else f"{prefix}{name.upper()}"
+                )
+                found.append(f"{env} (template placeholder {PLACEHOLDER})")
+        return found
+
     @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> ServiceSettings:
         if not self.relaxed:
-            bad = self.insecure_defaults()
+            bad = self.insecure_defaults() + self.placeholders()
             if bad:
                 raise InsecureSettingsError(
                     f"WA_PROFILE={self.profile.value} refuses insecure defaults: {', '.join(bad)}. "
