@@ -396,6 +396,37 @@ async def test_self_update_refuses_mass_assignment(gw1: httpx.AsyncClient, admin
     await login(gw1, user["email"], "new-password-2")
 
 
+async def test_a_password_change_revokes_earlier_tokens_on_every_gateway(
+    gw1: httpx.AsyncClient, gw2: httpx.AsyncClient, admin: dict[str, Any]
+) -> None:
+    user = await new_user(gw1, admin)
+    old = await login(gw1, user["email"], user["password"])
+    old_auth = bearer(old["token"])
+    # Both gateways have the user's identity cached (TTL 300 s: only the event can drop it).
+    for gw in (gw1, gw2):
+        assert (await gw.get("/api/auth/me", headers=old_auth)).status_code == 200
+    # iat has one-second resolution: change the password in a later second than the login.
+    issued = jwt.decode(old["token"], options={"verify_signature": False})["iat"]
+    await wait_for(lambda: int(time.time()) > issued, timeout_s=3, message="next second")
+    changed = await gw2.post(
+        "/api/auth/password",
+        json={"currentPassword": user["password"], "newPassword": "new-password-3"},
+        headers=old_auth,
+    )
+    assert changed.status_code == 204, changed.text
+    for gw in (gw1, gw2):
+        await wait_for(
+            lambda gw=gw: _status(gw, "/api/auth/me", old_auth, 401), timeout_s=5, message="revoked"
+        )
+        refused = await gw.get("/api/auth/me", headers=old_auth)
+        assert "revoked" in refused.json()["error"]
+    new = await login(gw1, user["email"], "new-password-3")
+    for gw in (gw1, gw2):
+        assert (await gw.get("/api/auth/me", headers=bearer(new["token"]))).status_code == 200
+    # The API key is a separate credential: rotating it is a separate act.
+    assert (await gw1.get("/api/auth/me", headers={"x-api-key": old["user"]["apiKey"]})).status_code == 200
+
+
 async def test_rotation_invalidates_old_key_on_second_gateway_within_1s(
     gw1: httpx.AsyncClient, gw2: httpx.AsyncClient, admin: dict[str, Any]
 ) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, LargeBinary, String
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -32,6 +32,8 @@ class User(Base):
     api_key_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     api_key_digest: Mapped[str] = mapped_column(String(64), unique=True)
     ip_allowlist: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Unix seconds: access tokens with an earlier ``iat`` are refused (set by a password change).
+    tokens_valid_after: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

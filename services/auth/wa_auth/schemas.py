@@ -155,12 +155,15 @@ class ApiKeyResolveRequest(_Body):
 
 
 class Identity(_Wire):
-    """What the gateway needs to admit a caller: ``{userId, role, active, ipAllowlist}``."""
+    """What the gateway needs to admit a caller: ``{userId, role, active, ipAllowlist,
+    tokensValidAfter}``; ``tokensValidAfter`` (unix seconds or null): access tokens issued
+    (``iat``) before it are refused."""
 
     user_id: str
     role: Role
     active: bool
     ip_allowlist: list[str]
+    tokens_valid_after: int | None = None
 
 
 class Deleted(_Wire):

@@ -81,6 +81,7 @@ def identity_of(user: User) -> Identity:
         role=user.role,
         active=user.active,
         ip_allowlist=list(user.ip_allowlist or []),
+        tokens_valid_after=user.tokens_valid_after,
     )
 
 
@@ -352,6 +353,10 @@ class AuthService:
                 user.active = body.active
             if body.password is not None:
                 user.password_hash = hash_password(body.password)
+                # Every access token issued so far stops working (the gateways drop their cached
+                # identity on user.updated); tokens have one-second ``iat``, so one issued in the
+                # same second as the change still passes.
+                user.tokens_valid_after = int(utcnow().timestamp())
             if body.ip_allowlist is not None:
                 user.ip_allowlist = list(body.ip_allowlist)
             user.updated_at = utcnow()

@@ -47,15 +47,20 @@ class Identity:
     role: str
     active: bool
     networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
+    # Unix seconds: tokens issued (``iat``) before it are refused (a password change).
+    tokens_valid_after: int | None = None
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Identity:
-        """From auth's ``{userId, role, active, ipAllowlist}``."""
+        """From auth's ``{userId, role, active, ipAllowlist, tokensValidAfter}``."""
         return cls(
             user_id=str(data["userId"]),
             role="admin" if data.get("role") == "admin" else "user",
             active=bool(data.get("active", False)),
             networks=tuple(ipaddress.ip_network(c, strict=False) for c in data.get("ipAllowlist") or []),
+            tokens_valid_after=(
+                int(data["tokensValidAfter"]) if data.get("tokensValidAfter") is not None else None
+            ),
         )
 
     def allows(self, address: str | None) -> bool:

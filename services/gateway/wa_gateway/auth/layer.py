@@ -148,6 +148,9 @@ class AuthLayer:
             raise _unavailable(exc) from exc
         if identity is None:
             raise _unauthorized("token", "unknown_user", "invalid token: the user no longer exists")
+        valid_after = identity.tokens_valid_after
+        if valid_after is not None and int(claims["iat"]) < valid_after:
+            raise _unauthorized("token", "revoked", "token revoked (the password was changed); log in again")
         return identity
 
     async def identity_from_api_key(self, api_key: str) -> Identity:

@@ -157,9 +157,17 @@ export function accountView(main, ctx) {
       return;
     }
     try {
-      await withBusy(pwSubmit, () => api.changePassword(current.value, next.value, { signal: scope.signal }));
+      const newPassword = next.value;
+      await withBusy(pwSubmit, async () => {
+        await api.changePassword(current.value, newPassword, { signal: scope.signal });
+        // A password change revokes every token issued before it, this session's too: log in
+        // again with the new password so the page keeps working.
+        const user = session.getUser() || {};
+        const again = await api.login(user.email, newPassword, { signal: scope.signal });
+        session.startSession(again.token, { ...user, ...again.user });
+      });
       pwForm.reset();
-      notify(pwNotice, 'Password changed.');
+      notify(pwNotice, 'Password changed. Sessions elsewhere have been signed out.');
     } catch (err) {
       showError(pwAlert, err, { form: pwForm });
     }

@@ -1,0 +1,22 @@
+"""Token revocation: tokens issued before ``users.tokens_valid_after`` are refused.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-21
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("users", sa.Column("tokens_valid_after", sa.BigInteger(), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("users", "tokens_valid_after")
