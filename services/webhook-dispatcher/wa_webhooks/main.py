@@ -57,6 +57,7 @@ def build_app(settings: WebhooksSettings | None = None, *, resolver: Resolver | 
             log.warning("webhook targets may be private/loopback addresses (development setting)")
         runtime.tasks.spawn(dispatcher.run(), name="webhook-scheduler")
         runtime.tasks.spawn(dispatcher.run_metrics(), name="webhook-outbox-gauges")
+        runtime.tasks.spawn(dispatcher.run_retention(), name="webhook-retention")
         consumers = [
             await bus.consume(SERVICE_QUEUES["webhooks"], EventConsumer(dispatcher)),
             await bus.consume(WEBHOOKS_QUERY_QUEUE, RequestConsumer(bus, api)),

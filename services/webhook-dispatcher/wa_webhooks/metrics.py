@@ -34,3 +34,7 @@ OUTBOX_OLDEST_AGE = Gauge(
     "Age of the oldest pending delivery (0 when none is pending).",
 )
 IN_FLIGHT = Gauge("wa_webhook_deliveries_in_flight", "Deliveries this process is attempting or queuing now.")
+DELIVERIES_PRUNED = Counter(
+    "wa_webhook_deliveries_pruned_total",
+    "Finished deliveries deleted after WEBHOOKS_RETENTION_DAYS (with their attempts).",
+)

@@ -261,6 +261,27 @@ class Dispatcher:
                 log.warning("outbox gauges not refreshed", error=str(exc))
             await asyncio.sleep(interval_s)
 
+    async def run_retention(self, interval_s: float = 3600.0) -> None:
+        """Delete finished deliveries older than ``WEBHOOKS_RETENTION_DAYS`` (with their attempts)
+        every ``interval_s`` seconds, in batches, until cancelled; ``0`` days keeps everything."""
+        days = self.settings.retention_days
+        if days <= 0:
+            return
+        while True:
+            try:
+                before = now_ms() - int(days * 86_400_000)
+                total = 0
+                while (pruned := await self.repo.prune_finished(before)) > 0:
+                    total += pruned
+                if total:
+                    metrics.DELIVERIES_PRUNED.inc(total)
+                    log.info("old webhook deliveries pruned", count=total, days=days)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("webhook delivery retention failed", error=str(exc))
+            await asyncio.sleep(interval_s)
+
     def _slot(self, url: str) -> tuple[str, _HostSlot]:
         """The concurrency slot of the URL's endpoint (``scheme://host:port``)."""
         parsed = httpx.URL(url)

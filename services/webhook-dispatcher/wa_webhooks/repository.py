@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -400,6 +400,32 @@ class Repository:
                     )
                 ).scalars()
             )
+
+    async def prune_finished(self, before_ms: int, limit: int = 1000) -> int:
+        """Delete up to ``limit`` finished deliveries (delivered, failed, cancelled) whose
+        ``finished_at`` (epoch ms) is before ``before_ms``, with their attempts; returns how many.
+        Pending deliveries are never pruned."""
+        async with self.sessions() as s:
+            ids = list(
+                (
+                    await s.execute(
+                        select(Delivery.id)
+                        .where(
+                            Delivery.status != "pending",
+                            Delivery.finished_at.is_not(None),
+                            Delivery.finished_at < before_ms,
+                        )
+                        .order_by(Delivery.finished_at)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if ids:
+                # Attempts explicitly: SQLite enforces ON DELETE CASCADE only with a pragma.
+                await s.execute(delete(Attempt).where(Attempt.delivery_id.in_(ids)))
+                await s.execute(delete(Delivery).where(Delivery.id.in_(ids)))
+                await s.commit()
+        return len(ids)
 
     async def outbox_stats(self) -> tuple[int, int | None]:
         """(pending deliveries, creation time of the oldest pending one in epoch ms or None)."""

@@ -32,6 +32,9 @@ class WebhooksSettings(StoreSettings):
         "at least 2 x (attempt_timeout_s + 5)",
     )
     retry_jitter: float = Field(0.1, ge=0, le=1, description="retry interval ± this fraction")
+    retention_days: float = Field(
+        30.0, ge=0, le=3650, description="days finished deliveries and their attempts are kept (0: forever)"
+    )
     claim_batch: int = Field(200, ge=1, le=10_000, description="deliveries claimed per store round-trip")
 
     @property
