@@ -91,6 +91,9 @@ async def test_stream_carries_the_callers_events_and_only_theirs(system: System)
         qr = mine.of("qr_received", iid)[0]
         assert qr["data"]["type"] == "qr_received" and qr["data"]["data"]["qrCode"]
         assert qr["id"] == qr["data"]["id"] and qr["data"]["timestamp"].endswith("Z")
+        # When the code stops working: after it was issued (the simulator: 60 s for the first).
+        assert qr["data"]["expiresAt"].endswith("Z") and qr["data"]["expiresAt"] > qr["data"]["timestamp"]
+        assert "expiresAt" not in qr["data"]["data"], "the webhook payload stays the reference's"
 
         phone = steps.new_phone()
         await steps.scan(api, admin, iid, phone)

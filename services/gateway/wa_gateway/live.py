@@ -14,7 +14,8 @@ making the gateway buffer without bound.
 What a browser receives (:func:`browser_view`): ``{"id", "type", "instanceId", "timestamp"
 (ISO 8601 UTC), "data"}``, where ``data`` is the webhook payload for webhook-visible types, and a
 reduced view for the internal ones (``instance.created``/``instance.updated`` carry webhook
-secrets and headers, which never leave the gateway this way).
+secrets and headers, which never leave the gateway this way); ``qr_received`` also has
+``expiresAt`` (ISO 8601 UTC), when the code stops working.
 """
 
 from __future__ import annotations
@@ -60,13 +61,16 @@ def browser_view(event: Event) -> dict[str, Any]:
     """The JSON object sent to a browser for ``event`` (see the module docstring)."""
     allowed = STREAMED.get(event.type)
     data = event.data if allowed is None else {k: event.data[k] for k in allowed if k in event.data}
-    return {
+    view = {
         "id": event.id,
         "type": event.type,
         "instanceId": event.instance_id,
         "timestamp": event.occurred_at.isoformat().replace("+00:00", "Z"),
         "data": data,
     }
+    if event.type == EventType.QR_RECEIVED and isinstance(event.meta.get("expiresAt"), str):
+        view["expiresAt"] = event.meta["expiresAt"]  # when WhatsApp stops accepting the code
+    return view
 
 
 @dataclass(eq=False)

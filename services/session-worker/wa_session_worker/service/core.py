@@ -340,7 +340,12 @@ class WorkerService:
             )
             await self._activity(instance_id, "qr_received", {"attempt": event.attempt})
             data = QrReceivedData(instance_id=instance_id, qr_code=event.code).dump()
-            await self._publish(instance_id, user_id, EventType.QR_RECEIVED, data)
+            # When the code stops working (meta: not part of the webhook payload; the gateway's
+            # live stream shows it so the dashboard's countdown is exact).
+            expires = views.iso(now + timedelta(seconds=event.expires_in_s))
+            await self._publish(
+                instance_id, user_id, EventType.QR_RECEIVED, data, meta={"expiresAt": expires}
+            )
         elif isinstance(event, Paired):
             await self.repo.update_instance(
                 instance_id,

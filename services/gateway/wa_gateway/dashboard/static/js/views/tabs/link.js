@@ -2,9 +2,10 @@
  * Link tab: link the instance to a phone.
  *
  * - Not connected: the QR code as an image (GET .../qr?format=png fetched with the token, shown
- *   through a blob: URL; older URLs are revoked). WhatsApp rotates codes about every 20 s and the
- *   API gives no expiry, so the code is re-read on every `qr_received` event for this instance and
- *   otherwise when a 20 s countdown ("QR expires in N s") runs out. A 202 answer ("generating")
+ *   through a blob: URL; older URLs are revoked). WhatsApp rotates codes (60 s for the first, then
+ *   about 20 s); the code is re-read on every `qr_received` event for this instance, whose
+ *   `expiresAt` sets the countdown ("QR expires in N s"; 20 s when unknown), and otherwise when the
+ *   countdown runs out. A 202 answer ("generating")
  *   is retried after a few seconds.
  * - Alternative: a pairing code for a phone number (POST .../pairing-code).
  * - Connected (`connected` event, or a 409 from /qr): the QR is replaced by "Connected".
@@ -173,6 +174,8 @@ export function linkTab(panel, ctx) {
   // --- QR loading and countdown --------------------------------------------------------------
   let objectUrl = null;
   let expiresAt = 0;
+  /** Epoch ms at which the newest code announced on the stream expires (0: unknown). */
+  let announcedExpiry = 0;
   let loadSeq = 0;
   let retryTimer = null;
   let ticker = null;
@@ -274,7 +277,9 @@ export function linkTab(panel, ctx) {
     clearBox(alert);
     showImage(blob);
     state.textContent = 'Waiting for the QR code to be scanned.';
-    startCountdown(QR_TTL_S);
+    // The live stream says when this code expires (qr_received.expiresAt); otherwise assume 20 s.
+    const left = (announcedExpiry - Date.now()) / 1000;
+    startCountdown(left > 1 ? Math.round(left) : QR_TTL_S);
   }
 
   /** Show the panel for `status`. */
@@ -301,6 +306,8 @@ export function linkTab(panel, ctx) {
   // A new code was issued: show it at once.
   scope.subscribe('qr_received', (event) => {
     if (event.instanceId !== id) return;
+    const expires = Date.parse(event.expiresAt || '');
+    announcedExpiry = Number.isFinite(expires) ? expires : 0;
     if (instance.status !== 'qr') instance.setStatus('qr'); // onStatus → render → loadQr
     else loadQr();
   });
