@@ -211,3 +211,54 @@ async def test_second_user_sees_only_their_instances_at_phone_width(system: Syst
     await expect(page.get_by_role("alert")).to_contain_text("invalid", ignore_case=True)
     await shot("wrong-password")
     await page.context.close()
+
+
+async def test_admin_creates_a_user_sets_limits_and_sees_workers(system: System, browser: Browser) -> None:
+    """Admin pages: create a user (who can then log in through the API), set their limits (read
+    back through the API), see system statistics and every worker with its shards; account page:
+    the API key is masked until shown."""
+    api, admin, cluster = system.api, system.admin, system.cluster
+    page = await _new_page(browser)
+    shot = Shots(page, "admin-pages")
+    await _log_in(page, cluster.gateway_url, cluster.admin_email, cluster.admin_password)
+
+    await page.get_by_role("link", name="Admin").click()
+    await expect(page.get_by_role("heading", name="Users")).to_be_visible()
+    email = f"dash-{secrets.token_hex(4)}@example.com"
+    await page.get_by_role("button", name="New user").click()
+    form = page.locator("#create-user-form")
+    await form.get_by_label("Email").fill(email)
+    await form.get_by_label("Password").fill("dashboard-pass-1")
+    await form.get_by_label("First name").fill("Dash")
+    await form.get_by_label("Last name").fill("Board")
+    await form.get_by_role("button", name="Create user").click()
+    await expect(page.get_by_text(f"User {email} created.")).to_be_visible()
+    created = await steps.login(api, email, "dashboard-pass-1")
+    await shot("user-created")
+
+    row = page.get_by_role("row").filter(has_text=email)
+    await row.get_by_role("button", name="Limits").click()
+    await page.get_by_label("Messages per day").fill("5")
+    await page.get_by_role("button", name="Save limits").click()
+    await expect(page.get_by_text("Limits saved.")).to_be_visible()
+    limits = await api.get(f"/api/users/{created['user']['id']}/limits", headers=admin)
+    assert limits.status_code == 200 and limits.json()["limits"]["maxMessagesSent"] == 5, limits.text
+    await shot("limits-saved")
+    await page.keyboard.press("Escape")
+
+    await expect(page.get_by_role("heading", name="System statistics")).to_be_visible()
+    await expect(page.get_by_role("heading", name="Workers and shards")).to_be_visible()
+    workers = (await api.get("/api/admin/workers", headers=admin)).json()["workers"]
+    for worker in workers:
+        await expect(page.get_by_role("row").filter(has_text=worker["id"])).to_be_visible()
+    await shot("workers")
+
+    await page.get_by_role("link", name="Account").click()
+    await expect(page.get_by_role("heading", name="API key")).to_be_visible()
+    key = (await steps.login(api, cluster.admin_email, cluster.admin_password))["user"]["apiKey"]
+    assert key not in await page.content(), "the API key is masked until shown"
+    await page.get_by_role("button", name="Show").click()
+    await expect(page.locator("#api-key-value")).to_have_text(key)
+    await shot("account")
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+    await page.context.close()
