@@ -10,22 +10,26 @@ from typing import Any
 import asyncpg
 import pytest
 
+from conftest import VhostFactory
 from wa_common.ids import new_id
 from wa_webhooks.testing import Receiver, Stack, make_settings, start_stack, stop_stack
 
 
 @pytest.fixture(scope="session")
-def amqp_url(request: pytest.FixtureRequest) -> str:
-    """The session's fresh vhost (root conftest), or ``WA_TEST_AMQP_URL`` when set.
+def amqp_url(vhost_factory: VhostFactory) -> str:
+    """A vhost of the dispatcher tests' own, or ``WA_TEST_AMQP_URL`` when set.
 
-    The escape hatch is for a broker whose vhost creation hangs (e.g. a vhost deletion stuck in
-    the broker): point it at an existing, otherwise unused vhost.
+    Not the session's shared vhost: there ``wa.events.webhooks`` collects every event every
+    other test publishes (the topology is declared by each connection), and a dispatcher started
+    later must first work through that backlog (the kill -9 test timed out behind thousands of
+    the session worker tests' events). The escape hatch is for a broker whose vhost creation
+    hangs: point it at an existing, otherwise unused vhost.
     """
     override = os.environ.get("WA_TEST_AMQP_URL")
     if override:
         return override
     host = os.environ.get("TEST_AMQP_HOST", "127.0.0.1:5672")
-    return f"amqp://guest:guest@{host}/{request.getfixturevalue('amqp_vhost')}"
+    return f"amqp://guest:guest@{host}/{vhost_factory()}"
 
 
 @pytest.fixture(scope="module")

@@ -62,3 +62,28 @@ async def test_old_finished_deliveries_are_pruned_with_their_attempts(repo: Repo
     assert await attempts() == 0
     left, _, total = await repo.list_deliveries(iid, status=None, limit=10, skip=0)
     assert total == 1 and [d.id for d in left] == [pending] and left[0].status == "pending"
+
+
+async def test_a_deletion_racing_a_snapshot_or_itself_leaves_a_tombstone(repo: Repository) -> None:
+    """instance.deleted may arrive twice (at-least-once) and concurrently with the instance's
+    first snapshot: every order ends in a tombstone, none fails on the primary key."""
+    from datetime import UTC, datetime
+
+    from wa_common.schemas.events import InstanceSnapshot
+
+    for _ in range(5):
+        iid = new_id()
+        snap = InstanceSnapshot(
+            instance_id=iid,
+            user_id="u1",
+            name="x",
+            webhook_url="https://example.com/h",
+            webhook_enabled=True,
+            updated_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        )
+        await asyncio.gather(
+            repo.delete_instance(iid, "u1"), repo.delete_instance(iid, "u1"), repo.apply_snapshot(snap)
+        )
+        endpoint = await repo.endpoint(iid)
+        assert endpoint is not None and endpoint.deleted and not endpoint.enabled and endpoint.secret is None
+        assert not await repo.apply_snapshot(snap), "a later snapshot does not revive it"

@@ -116,30 +116,32 @@ class Repository:
     async def delete_instance(self, instance_id: str, user_id: str) -> int:
         """Tombstone the instance and cancel its pending deliveries; returns how many."""
         async with self.sessions.begin() as s:
-            current = await s.get(Endpoint, instance_id, with_for_update=True)
-            if current is None:
-                s.add(
-                    Endpoint(
-                        instance_id=instance_id,
-                        user_id=user_id,
-                        url=None,
-                        enabled=False,
-                        notify_received=False,
-                        notify_sent=False,
-                        notify_delivery=False,
-                        notify_read=False,
-                        max_retries=0,
-                        retry_interval_ms=60000,
-                        secret=None,
-                        headers={},
-                        updated_at="9999-12-31T23:59:59.999Z",
-                        deleted=True,
-                    )
+            # An upsert: a snapshot of the same instance (or a repeated deletion) being stored
+            # concurrently must not make this fail on the primary key.
+            tombstone = dict(
+                instance_id=instance_id,
+                user_id=user_id,
+                url=None,
+                enabled=False,
+                notify_received=False,
+                notify_sent=False,
+                notify_delivery=False,
+                notify_read=False,
+                max_retries=0,
+                retry_interval_ms=60000,
+                secret=None,
+                headers={},
+                updated_at="9999-12-31T23:59:59.999Z",
+                deleted=True,
+            )
+            await s.execute(
+                self._insert(Endpoint)
+                .values(**tombstone)
+                .on_conflict_do_update(
+                    index_elements=[Endpoint.instance_id],
+                    set_={"deleted": True, "enabled": False, "secret": None},
                 )
-            else:
-                current.deleted = True
-                current.enabled = False
-                current.secret = None
+            )
             result = await s.execute(
                 update(Delivery)
                 .where(Delivery.instance_id == instance_id, Delivery.status == "pending")
