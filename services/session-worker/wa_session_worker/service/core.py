@@ -952,13 +952,15 @@ class WorkerService:
             return Reply.success({"qrCode": rec.qr_code})
         if rec.status == "connected":
             raise ApiError(409, "instance is already connected; no QR code is needed")
-        return Reply.success(
-            {
-                "message": "QR code generation in progress. Please try again in a few seconds.",
-                "status": "generating",
-            },
-            status=202,
+        # 202 in every other case (contract notes: clients rely on it); after a logout the
+        # message says what brings a code back instead of inviting endless polling.
+        logged_out = rec.status == "logged_out" and rec.id not in self.sessions
+        message = (
+            "The instance is logged out: reconnect it (POST .../reconnect) to get a new QR code."
+            if logged_out
+            else "QR code generation in progress. Please try again in a few seconds."
         )
+        return Reply.success({"message": message, "status": "generating"}, status=202)
 
     async def activity(self, q: Query) -> Reply:
         rec = await self._instance_for(q.caller, q.instance_id)
