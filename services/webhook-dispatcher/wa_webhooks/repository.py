@@ -118,7 +118,7 @@ class Repository:
         async with self.sessions.begin() as s:
             # An upsert: a snapshot of the same instance (or a repeated deletion) being stored
             # concurrently must not make this fail on the primary key.
-            tombstone = dict(
+            tombstone: dict[str, Any] = dict(
                 instance_id=instance_id,
                 user_id=user_id,
                 url=None,
