@@ -106,11 +106,21 @@ def build_app(settings: WorkerSettings | None = None) -> FastAPI:
             ),
             name="outbox-relay",
         )
+        runtime.tasks.spawn(service.published.run(), name="outbox-cleanup")
         log.info("worker started", worker_id=settings.id, shards=settings.shard_count)
 
     # Stop hooks run in reverse registration order.
     runtime.on_stop(engine.dispose)
     runtime.on_stop(repo.close)
+
+    @runtime.on_stop
+    async def forget_published() -> None:
+        # After the sessions stopped, before the store closes: entries of events already
+        # confirmed are not published again after a clean restart.
+        try:
+            await service.published.flush()
+        except Exception as exc:
+            log.warning("outbox entries left for the relay at shutdown", error=str(exc))
 
     @runtime.on_stop
     async def close_engine() -> None:
@@ -119,6 +129,7 @@ def build_app(settings: WorkerSettings | None = None) -> FastAPI:
             await service.engine.close()
 
     runtime.on_stop(manager.stop)
+
     return app
 
 

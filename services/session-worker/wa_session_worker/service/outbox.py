@@ -2,11 +2,12 @@
 
 Every event the worker publishes is first written to the ``outbox`` table together with what it
 reports (a message's row, a recent-event row: ``Repository.record_message``/``stage_event``),
-then published with a broker confirm and forgotten (``outbox_done``). If the worker dies, or the
-broker refuses or times out, between the commit and the confirm, the entry stays, and
-:func:`relay_loop` of the worker that owns the instance's shard publishes it later: every
-``WORKER_OUTBOX_RELAY_INTERVAL_S`` it takes entries older than ``WORKER_OUTBOX_GRACE_S`` (the
-normal path forgets them within milliseconds) and publishes them in order of creation.
+then published with a broker confirm and forgotten (``outbox_done``, batched by
+:class:`Published`). If the worker dies, or the broker refuses or times out, between the commit
+and the confirm, the entry stays, and :func:`relay_loop` of the worker that owns the
+instance's shard publishes it later: every ``WORKER_OUTBOX_RELAY_INTERVAL_S`` it takes entries
+older than ``WORKER_OUTBOX_GRACE_S`` (the normal path forgets them within about 50 ms) and
+publishes them in order of creation.
 
 Delivery is therefore at least once: an event confirmed just before a crash, whose entry was not
 yet deleted, is published again with the same event id, and consumers deduplicate on it (the
@@ -20,6 +21,7 @@ rather than losing it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -40,8 +42,48 @@ def pending(event: Event, shard_count: int) -> OutboxRec:
     return OutboxRec(event.id, shard, event.to_bytes().decode(), utcnow())
 
 
-async def deliver(repo: Repository, bus: Bus, event: Event) -> bool:
-    """Publish a staged ``event`` and forget its entry; ``False`` when it stays for the relay.
+class Published:
+    """Ids of published events whose entries are deleted in batches (one transaction per
+    ``interval_s`` instead of one per event). An entry not yet deleted when the worker dies is
+    published again by the relay: at least once, as always."""
+
+    def __init__(self, repo: Repository, *, interval_s: float = 0.05, max_batch: int = 500) -> None:
+        self._repo = repo
+        self._interval_s = interval_s
+        self._max_batch = max_batch
+        self._ids: list[str] = []
+        self._wake = asyncio.Event()
+
+    def add(self, event_id: str) -> None:
+        self._ids.append(event_id)
+        if len(self._ids) >= self._max_batch:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Delete the entries collected so far (kept for the next flush if the store fails)."""
+        while self._ids:
+            batch, self._ids = self._ids[: self._max_batch], self._ids[self._max_batch :]
+            try:
+                await self._repo.outbox_done(batch)
+            except Exception:
+                self._ids[:0] = batch
+                raise
+
+    async def run(self) -> None:
+        """Flush every ``interval_s`` (sooner when a batch is full) until cancelled."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception as exc:  # the relay may publish them again; consumers deduplicate
+                log.warning("could not clear outbox entries; retrying", error=str(exc))
+
+
+async def deliver(repo: Repository, bus: Bus, event: Event, published: Published | None = None) -> bool:
+    """Publish a staged ``event`` and forget its entry (through ``published`` when given, in a
+    batch); ``False`` when it stays for the relay.
 
     Never raises: the event is safe in the outbox whatever the broker does.
     """
@@ -52,6 +94,9 @@ async def deliver(repo: Repository, bus: Bus, event: Event) -> bool:
             "event kept in the outbox for the relay", event_id=event.id, type=event.type, error=str(exc)
         )
         return False
+    if published is not None:
+        published.add(event.id)
+        return True
     try:
         await repo.outbox_done([event.id])
     except Exception as exc:  # published: the relay may publish it again, consumers deduplicate
