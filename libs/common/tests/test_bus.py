@@ -207,6 +207,30 @@ async def test_events_route_by_type_and_instance(bus: Bus) -> None:
     assert received[0].data == {"a": "Привет 👋"}
 
 
+async def test_a_cancelled_transient_consumer_stops_and_is_forgotten(bus: Bus, amqp_vhost: str) -> None:
+    """What a live stream does when its last reader leaves: its exclusive queue goes away, no
+    more messages arrive, and the bus no longer holds the consumer (no growth over days)."""
+    received: list[Event] = []
+
+    async def handler(d: Delivery) -> None:
+        received.append(Event.from_bytes(d.body))
+
+    prefix = f"wa.test.live.{new_id().lower()}"
+    consumer = await bus.consume_transient([(EXCHANGE_EVENTS, "connected.#")], handler, name_prefix=prefix)
+    await bus.publish_event(Event(type="connected", instance_id="i1"))
+    await wait_for(lambda: received, message="event received")
+    await bus.cancel_consumer(consumer)
+    assert consumer not in bus._consumers
+
+    def live_queues() -> list[str]:
+        names = rabbitmqctl("-q", "-s", "list_queues", "-p", amqp_vhost, "name").split()
+        return [n for n in names if n.startswith(prefix)]
+
+    await wait_for(lambda: not live_queues(), timeout_s=30, message="exclusive queue deleted")
+    await bus.publish_event(Event(type="connected", instance_id="i2"))
+    assert [e.instance_id for e in received] == ["i1"]
+
+
 async def test_consumer_survives_broker_side_close_without_losing_unacked(
     amqp_url: str, amqp_vhost: str
 ) -> None:

@@ -166,7 +166,8 @@ class LiveHub:
                 return
             consumer, self._consumer = self._consumer, None
         try:
-            await consumer.cancel(5.0)
+            bus = self._runtime.bus
+            await (bus.cancel_consumer(consumer, 5.0) if bus is not None else consumer.cancel(5.0))
         except Exception as exc:  # the connection may be gone; the queue dies with it
             log.info("live consumer cancel failed", error=str(exc))
 

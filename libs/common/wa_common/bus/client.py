@@ -428,6 +428,13 @@ class Bus:
         self._consumers.append(consumer)
         return consumer
 
+    async def cancel_consumer(self, consumer: Consumer, timeout_s: float = 30.0) -> None:
+        """Cancel one consumer before the connection closes (e.g. a live stream nobody reads any
+        more) and forget it; raises what :meth:`Consumer.cancel` raises."""
+        if consumer in self._consumers:
+            self._consumers.remove(consumer)
+        await consumer.cancel(timeout_s)
+
     async def close(self, timeout_s: float = 30.0) -> None:
         """Cancel every consumer (waiting for in-flight handlers), then close the connection."""
         consumers, self._consumers = self._consumers, []
