@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +40,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.harness import free_port
 from wa_common.bus import Bus
 from wa_common.migrations import upgrade
 from wa_common.schemas import Event, EventType
@@ -186,15 +186,6 @@ def test_checker_finds_breaches() -> None:
 
 
 # --- the services as processes -------------------------------------------------------------
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if not 8080 <= port <= 8085:
-            return port
 
 
 @dataclass

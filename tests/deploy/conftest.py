@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import httpx
 import pytest
 
 from conftest import wait_for
+from tests.harness import free_port
 
 # module -> (env prefix, has a store to migrate)
 SERVICES = {
@@ -30,12 +30,6 @@ SERVICES = {
     "wa_webhooks": ("WEBHOOKS_", True),
     "wa_stats": ("STATS_", True),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import wait_for
+from tests.harness import free_port
 from wa_common.bus import Bus, Delivery
 from wa_common.schemas import Event
 
@@ -35,12 +35,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
 INTERNAL_TOKEN = "test-internal-token-0123456789"
 ADMIN = {"email": "root@example.com", "password": "s3cret-admin-pass"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

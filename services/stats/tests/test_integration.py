@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +27,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import wait_for
+from tests.harness import free_port
 from wa_common.bus import EXCHANGE_COMMANDS, EXCHANGE_EVENTS, STATS_QUERY_QUEUE, Bus, RpcClient
 from wa_common.ids import new_id
 from wa_common.migrations import upgrade
@@ -45,12 +45,6 @@ from wa_stats.settings import StatsSettings
 pytestmark = pytest.mark.integration
 
 ADMIN = Caller(user_id="admin-test", role="admin")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import wait_for
+from tests.harness import free_port
 from wa_common.bus import Bus
 from wa_common.db import create_engine
 from wa_common.ids import new_id
@@ -27,12 +27,6 @@ from wa_webhooks.repository import Repository
 from wa_webhooks.testing import make_settings, start_stack, stop_stack
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def snapshot_event(instance_id: str, url: str, **ws: object) -> Event:
