@@ -122,10 +122,6 @@ class LiveHub:
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
 
-    @property
-    def subscribers(self) -> int:
-        return len(self._subs)
-
     async def subscribe(
         self, user_id: str, *, all_users: bool = False, instance_id: str | None = None
     ) -> Subscription:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from wa_common.ids import new_id
 from wa_common.migrations import upgrade
 from wa_session_worker.repository.base import Repository
 from wa_session_worker.repository.sql import SqlRepository
+from wa_session_worker.settings import WorkerSettings
 
 MONGODB_URL = os.environ.get("MONGODB_URL")
 
@@ -22,6 +23,34 @@ def migrate(url: str) -> None:
     """Upgrade the worker store at ``url`` (in a thread: Alembic runs its own event loop)."""
     with ThreadPoolExecutor(1) as pool:
         pool.submit(upgrade, "wa_session_worker", url).result()
+
+
+def in_process_settings(
+    worker_id: str, amqp_url: str, database_url: str, shard_count: int, **overrides: object
+) -> WorkerSettings:
+    """Settings of a worker run inside the test process: embedded profile, any port, short
+    leases (3 s) and simulator receipts after 20/40 ms; ``overrides`` add or replace fields."""
+    values: dict[str, object] = dict(
+        id=worker_id,
+        profile="embedded",
+        amqp_url=amqp_url,
+        shard_count=shard_count,
+        database_url=database_url,
+        port=0,
+        lease_ttl_s=3,
+        lease_renew_s=0.5,
+        lease_safety_s=1,
+        sim_delivered_ms=20,
+        sim_read_ms=40,
+    )
+    values.update(overrides)
+    return WorkerSettings(**values)
+
+
+@pytest.fixture(scope="session")
+def worker_settings() -> Callable[..., WorkerSettings]:
+    """:func:`in_process_settings`, for module fixtures (a tests folder is not importable)."""
+    return in_process_settings
 
 
 @pytest.fixture(scope="session")

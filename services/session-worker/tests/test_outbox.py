@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -59,24 +59,14 @@ class World:
 
 
 @pytest.fixture(scope="module")
-async def world(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+async def world(
+    amqp_url: str, tmp_path_factory: pytest.TempPathFactory, worker_settings: Callable[..., WorkerSettings]
+) -> AsyncIterator[World]:
     path: Path = tmp_path_factory.mktemp("outbox") / "worker.db"
     url = f"sqlite:///{path}"
     await asyncio.to_thread(upgrade, "wa_session_worker", url)
-    settings = WorkerSettings(
-        id="outbox-worker",
-        profile="embedded",
-        amqp_url=amqp_url,
-        shard_count=S,
-        database_url=url,
-        port=0,
-        lease_ttl_s=3,
-        lease_renew_s=0.5,
-        lease_safety_s=1,
-        outbox_relay_interval_s=0.2,
-        outbox_grace_s=0.5,
-        sim_delivered_ms=20,
-        sim_read_ms=40,
+    settings = worker_settings(
+        "outbox-worker", amqp_url, url, S, outbox_relay_interval_s=0.2, outbox_grace_s=0.5
     )
     app = build_app(settings)
     events: list[Event] = []
@@ -155,7 +145,7 @@ async def test_a_publish_the_broker_refuses_stays_until_the_relay_sends_it(world
     await gone.close()
     event = an_event(new_id())
     await world.repo.stage_event(None, outbox.pending(event, S))
-    assert await outbox.deliver(world.repo, gone, event) is False
+    assert await outbox.deliver(gone, event, world.service.published) is False
     assert event.id in await world.pending_ids()
     await wait_for(lambda: world.received(event.id), timeout_s=15, message="relayed after a refusal")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -94,25 +94,13 @@ def media_server() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-async def ctx(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ctx]:
+async def ctx(
+    amqp_url: str, tmp_path_factory: pytest.TempPathFactory, worker_settings: Callable[..., WorkerSettings]
+) -> AsyncIterator[Ctx]:
     path: Path = tmp_path_factory.mktemp("svc") / "worker.db"
     url = f"sqlite:///{path}"
     await asyncio.to_thread(upgrade, "wa_session_worker", url)
-    settings = WorkerSettings(
-        id="svc-worker",
-        profile="embedded",
-        amqp_url=amqp_url,
-        shard_count=S,
-        database_url=url,
-        port=0,
-        lease_ttl_s=3,
-        lease_renew_s=0.5,
-        lease_safety_s=1,
-        media_allow_private=True,
-        media_max_bytes=1024,
-        sim_delivered_ms=20,
-        sim_read_ms=40,
-    )
+    settings = worker_settings("svc-worker", amqp_url, url, S, media_allow_private=True, media_max_bytes=1024)
     app = build_app(settings)
     runtime = app.state.runtime
     events: list[Event] = []

@@ -222,7 +222,7 @@ class WorkerService:
             else None
         )
         await self.repo.stage_event(kept, outbox.pending(event, self.settings.shard_count))
-        await outbox.deliver(self.repo, self.bus, event, self.published)
+        await outbox.deliver(self.bus, event, self.published)
 
     def owned_shards(self) -> list[int]:
         """Shards whose queue this worker consumes (their outbox entries are this worker's)."""
@@ -466,7 +466,7 @@ class WorkerService:
         staged = outbox.pending(event, self.settings.shard_count)
         if not await self.repo.record_message(rec, kept, staged):
             return  # already stored (our own send, or a redelivered event)
-        await outbox.deliver(self.repo, self.bus, event, self.published)
+        await outbox.deliver(self.bus, event, self.published)
 
     async def _on_receipt(self, receipt: Receipt, user_id: str) -> None:
         rank = _STATUS_RANK.get(receipt.status)
@@ -844,7 +844,7 @@ class WorkerService:
         staged = outbox.pending(event, self.settings.shard_count)
         if not await self.repo.record_message(msg, kept, staged):
             return  # the engine already reported it (Message event with from_me)
-        await outbox.deliver(self.repo, self.bus, event, self.published)
+        await outbox.deliver(self.bus, event, self.published)
 
     # --- contacts -----------------------------------------------------------------------------
 

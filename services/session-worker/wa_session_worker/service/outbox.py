@@ -81,9 +81,9 @@ class Published:
                 log.warning("could not clear outbox entries; retrying", error=str(exc))
 
 
-async def deliver(repo: Repository, bus: Bus, event: Event, published: Published | None = None) -> bool:
-    """Publish a staged ``event`` and forget its entry (through ``published`` when given, in a
-    batch); ``False`` when it stays for the relay.
+async def deliver(bus: Bus, event: Event, published: Published) -> bool:
+    """Publish a staged ``event`` and hand its id to ``published`` (its entry is deleted with the
+    next batch); ``False`` when the entry stays for the relay.
 
     Never raises: the event is safe in the outbox whatever the broker does.
     """
@@ -94,13 +94,7 @@ async def deliver(repo: Repository, bus: Bus, event: Event, published: Published
             "event kept in the outbox for the relay", event_id=event.id, type=event.type, error=str(exc)
         )
         return False
-    if published is not None:
-        published.add(event.id)
-        return True
-    try:
-        await repo.outbox_done([event.id])
-    except Exception as exc:  # published: the relay may publish it again, consumers deduplicate
-        log.warning("could not clear an outbox entry", event_id=event.id, error=str(exc))
+    published.add(event.id)
     return True
 
 
