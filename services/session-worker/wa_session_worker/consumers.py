@@ -7,6 +7,9 @@ with 500 so the caller never waits for its deadline; a failing store raises (red
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
@@ -31,42 +34,39 @@ def _store_failure(exc: BaseException) -> bool:
         return False
 
 
-def command_handler(service: WorkerService) -> Handler:
-    async def on_command(delivery: Delivery) -> None:
+def _request_handler(
+    service: WorkerService,
+    kind: type[Command] | type[Query],
+    handle: Callable[[Any], Awaitable[Reply | None]],
+) -> Handler:
+    """Parse a command or query (malformed: dead-lettered), run ``handle``, reply. A store
+    failure is raised (the message is redelivered); any other error answers 500."""
+    label = kind.__name__.lower()
+
+    async def on_request(delivery: Delivery) -> None:
         try:
-            cmd = Command.from_bytes(delivery.body)
+            request = kind.from_bytes(delivery.body)
         except ValidationError as exc:
-            raise Reject(f"malformed command: {exc.error_count()} errors") from exc
+            raise Reject(f"malformed {label}: {exc.error_count()} errors") from exc
         try:
-            reply = await service.handle_command(cmd)
+            reply = await handle(request)
         except Exception as exc:
             if _store_failure(exc):
                 raise
-            log.exception("command failed", name=cmd.name, instance_id=cmd.instance_id)
-            reply = Reply.failure(500, f"internal error while handling {cmd.name}")
+            log.exception(f"{label} failed", name=request.name, instance_id=request.instance_id)
+            reply = Reply.failure(500, f"internal error while handling {request.name}")
         if reply is not None:
             await send_reply(service.bus, delivery, reply)
 
-    return on_command
+    return on_request
+
+
+def command_handler(service: WorkerService) -> Handler:
+    return _request_handler(service, Command, service.handle_command)
 
 
 def query_handler(service: WorkerService) -> Handler:
-    async def on_query(delivery: Delivery) -> None:
-        try:
-            query = Query.from_bytes(delivery.body)
-        except ValidationError as exc:
-            raise Reject(f"malformed query: {exc.error_count()} errors") from exc
-        try:
-            reply = await service.handle_query(query)
-        except Exception as exc:
-            if _store_failure(exc):
-                raise
-            log.exception("query failed", name=query.name, instance_id=query.instance_id)
-            reply = Reply.failure(500, f"internal error while handling {query.name}")
-        if reply is not None:
-            await send_reply(service.bus, delivery, reply)
-
-    return on_query
+    return _request_handler(service, Query, service.handle_query)
 
 
 def user_event_handler(service: WorkerService) -> Handler:
