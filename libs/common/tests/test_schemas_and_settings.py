@@ -124,3 +124,37 @@ def test_embedded_profile_allows_defaults(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_insecure_error_type() -> None:
     assert issubclass(InsecureSettingsError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "amqp://guest:guest@rabbitmq.internal:5672/wa",  # not only the exact default URL
+        "amqp://GUEST:guest@10.0.0.5/",
+        "amqp://guest:anything@rabbit/",  # RabbitMQ's guest account, whatever its password
+        "amqp://guest@rabbit/",
+        "amqps://postgres:postgres@host/",
+    ],
+)
+def test_production_profile_refuses_shipped_credentials_anywhere(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("WA_PROFILE", "production")
+    monkeypatch.setenv("AMQP_URL", url)
+    with pytest.raises(ValidationError, match=r"AMQP_URL \(shipped credentials\)") as err:
+        ServiceSettings()
+    message = str(err.value)
+    assert url not in message and "@" not in message.split("refuses insecure defaults")[1], "no value shown"
+
+
+def test_production_profile_refuses_shipped_database_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    class StatsSettings(StoreSettings):
+        model_config = SettingsConfigDict(env_prefix="STATS_", extra="ignore", populate_by_name=True)
+
+    monkeypatch.setenv("WA_PROFILE", "production")
+    monkeypatch.setenv("AMQP_URL", "amqp://wa:s3cret@rabbitmq:5672/wa")
+    monkeypatch.setenv("STATS_DATABASE_URL", "postgresql://postgres:postgres@db:5432/wa_stats")
+    with pytest.raises(ValidationError, match=r"STATS_DATABASE_URL \(shipped credentials\)"):
+        StatsSettings()
+    monkeypatch.setenv("STATS_DATABASE_URL", "postgresql://wa:9f3b2c@db:5432/wa_stats")
+    assert StatsSettings().database_url.endswith("/wa_stats")

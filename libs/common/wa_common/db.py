@@ -50,9 +50,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    """An async engine for ``url``; creates the parent directory of a SQLite file."""
+    """An async engine for ``url``; creates the parent directory of a SQLite file. Bound
+    parameters never appear in SQLAlchemy's error texts or logs (``hide_parameters``)."""
     parsed = async_url(url)
-    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+    # hide_parameters: a failing statement's error text (logged, maybe relayed) must never carry
+    # its bound values: webhook secrets, header values, password hashes, sealed API keys.
+    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -185,6 +185,10 @@ def serve(app: FastAPI, settings: ServiceSettings, *, service: str) -> None:
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
         server_header=False,
+        # uvicorn would otherwise rewrite the client address from X-Forwarded-For when the peer
+        # is 127.0.0.1: which proxies to believe is the gateway's decision
+        # (GATEWAY_TRUSTED_PROXIES), never uvicorn's.
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     runtime: Runtime | None = getattr(app.state, "runtime", None)

@@ -16,11 +16,26 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# Credentials that ship with RabbitMQ, PostgreSQL, MongoDB images and our own examples: refused
+# in any URL setting (user, password) outside embedded/dev, whatever the host.
+SHIPPED_CREDENTIALS = frozenset(
+    {
+        ("guest", "guest"),
+        ("postgres", "postgres"),
+        ("wa", "wa"),
+        ("admin", "admin"),
+        ("root", "root"),
+        ("root", "example"),
+        ("mongo", "mongo"),
+        ("user", "password"),
+    }
+)
 # Marker of values to replace in the shipped templates; refused outside embedded/dev.
 PLACEHOLDER = "CHANGE-ME"
 
@@ -64,31 +79,33 @@ class ServiceSettings(BaseSettings):
         return self.profile in (Profile.EMBEDDED, Profile.DEV)
 
     def insecure_defaults(self) -> list[str]:
-        """Names of settings still holding an insecure shipped default. Subclasses extend this."""
+        """Names of settings still holding an insecure shipped default: any URL setting whose
+        user and password are a pair from :data:`SHIPPED_CREDENTIALS` (``guest:guest`` on any
+        host, ...). Subclasses extend this."""
         bad: list[str] = []
-        if self.amqp_url == DEFAULT_AMQP_URL:
-            bad.append("AMQP_URL (guest/guest)")
+        for name, value in self:
+            if isinstance(value, str) and "://" in value and _has_shipped_credentials(value):
+                bad.append(f"{self._env_name(name)} (shipped credentials)")
         return bad
+
+    def _env_name(self, name: str) -> str:
+        """The environment variable a field is read from (its global alias or prefixed name)."""
+        alias = type(self).model_fields[name].validation_alias
+        if isinstance(alias, AliasChoices):
+            return str(alias.choices[0])
+        if isinstance(alias, str):
+            return alias
+        return f"{str(self.model_config.get('env_prefix', '')).upper()}{name.upper()}"
 
     def placeholders(self) -> list[str]:
         """Settings whose value still contains the deployment templates' ``CHANGE-ME`` marker
         (``deploy/k8s/base/secret.yaml``, ``.env.example``), e.g. a database URL whose password
         nobody replaced. Names are given in their environment form; values are never shown."""
-        prefix = str(self.model_config.get("env_prefix", "")).upper()
-        found: list[str] = []
-        for name, value in self:
-            if isinstance(value, str) and PLACEHOLDER in value.upper():
-                field = type(self).model_fields[name]
-                alias = field.validation_alias
-                env = (
-                    str(alias.choices[0])
-                    if isinstance(alias, AliasChoices)
-                    else alias
-                    if isinstance(alias, str)
-                    else f"{prefix}{name.upper()}"
-                )
-                found.append(f"{env} (template placeholder {PLACEHOLDER})")
-        return found
+        return [
+            f"{self._env_name(name)} (template placeholder {PLACEHOLDER})"
+            for name, value in self
+            if isinstance(value, str) and PLACEHOLDER in value.upper()
+        ]
 
     @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> ServiceSettings:
@@ -100,6 +117,20 @@ class ServiceSettings(BaseSettings):
                     "Set them, or use WA_PROFILE=embedded/dev on a development machine."
                 )
         return self
+
+
+def _has_shipped_credentials(url: str) -> bool:
+    """True if ``url``'s user info is a shipped (user, password) pair, or ``guest`` with any or no
+    password (RabbitMQ's guest account)."""
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        return False
+    if user is None:
+        return False
+    user, password = unquote(user).lower(), unquote(password or "")
+    return user == "guest" or (user, password.lower()) in SHIPPED_CREDENTIALS
 
 
 class StoreSettings(ServiceSettings):

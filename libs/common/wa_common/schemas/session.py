@@ -21,6 +21,14 @@ from typing import Any
 from pydantic import Field
 
 from wa_common.schemas.events import WebhookSettings, _Data
+from wa_common.schemas.text import SafeStr, WebhookHeaders
+
+# Bounds at the edge, matching the session worker's columns (``wa_session_worker/models.py``).
+MAX_URL = 2048
+MAX_SKIP = 1_000_000_000
+MAX_NAME = 200
+MAX_CONTACT_NAME = 256
+MAX_FILENAME = 255
 
 
 class SessionCommand(StrEnum):
@@ -57,11 +65,12 @@ class SessionQuery(StrEnum):
 
 class CreateInstance(_Data):
     """``POST /api/instances`` body. The gateway generates ``instance_id`` (a ULID) so it can
-    route the command to the new instance's shard before the instance exists."""
+    route the command to the new instance's shard before the instance exists. Custom
+    ``headers``: see :data:`wa_common.schemas.text.WebhookHeaders` (at most 20, 8 KiB)."""
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
-    webhook_url: str | None = Field(default=None, alias="webhookUrl")
+    name: SafeStr = Field(min_length=1, max_length=MAX_NAME)
+    description: SafeStr | None = Field(default=None, max_length=2000)
+    webhook_url: SafeStr | None = Field(default=None, alias="webhookUrl", max_length=MAX_URL)
     webhook_enabled: bool = Field(False, alias="webhookEnabled")
     notify_received: bool = Field(True, alias="notifyReceived")
     notify_sent: bool = Field(True, alias="notifySent")
@@ -69,27 +78,36 @@ class CreateInstance(_Data):
     notify_read: bool = Field(False, alias="notifyRead")
     max_retries: int = Field(3, ge=0, le=20, alias="maxRetries")
     retry_interval: int = Field(60000, ge=1000, le=86_400_000, alias="retryInterval")
-    webhook_secret: str | None = Field(default=None, alias="webhookSecret", max_length=512)
-    headers: dict[str, str] = Field(default_factory=dict)
+    webhook_secret: SafeStr | None = Field(default=None, alias="webhookSecret", max_length=512)
+    headers: WebhookHeaders = Field(default_factory=dict)
+
+
+class WebhookSettingsInput(WebhookSettings):
+    """``webhookSettings`` as a client sends it: the stored shape with its input bounds."""
+
+    secret: SafeStr | None = Field(default=None, max_length=512)
+    headers: WebhookHeaders = Field(default_factory=dict)
 
 
 class UpdateInstance(_Data):
     """``PUT /api/instances/{id}`` body; absent fields are left unchanged."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
-    webhook_url: str | None = Field(default=None, alias="webhookUrl")
+    name: SafeStr | None = Field(default=None, min_length=1, max_length=MAX_NAME)
+    description: SafeStr | None = Field(default=None, max_length=2000)
+    webhook_url: SafeStr | None = Field(default=None, alias="webhookUrl", max_length=MAX_URL)
     webhook_enabled: bool | None = Field(default=None, alias="webhookEnabled")
-    webhook_settings: WebhookSettings | None = Field(default=None, alias="webhookSettings")
+    webhook_settings: WebhookSettingsInput | None = Field(default=None, alias="webhookSettings")
 
 
 class PairPhone(_Data):
-    phone: str = Field(description="digits, international format without +")
+    phone: SafeStr = Field(max_length=64, description="digits, international format without +")
 
 
 class SendText(_Data):
-    phone: str = Field(description="recipient digits, or a JID (…@s.whatsapp.net / …@g.us)")
-    message: str = Field(min_length=1, max_length=65536)
+    phone: SafeStr = Field(
+        max_length=128, description="recipient digits, or a JID (…@s.whatsapp.net / …@g.us)"
+    )
+    message: SafeStr = Field(min_length=1, max_length=65536)
 
 
 class SendMedia(_Data):
@@ -97,31 +115,31 @@ class SendMedia(_Data):
     content-type check, private-address check) or ``dataBase64`` (an uploaded file, sent by the
     gateway base64-encoded in the command) is set."""
 
-    phone: str
-    url: str | None = None
+    phone: SafeStr = Field(max_length=128)
+    url: SafeStr | None = Field(default=None, max_length=MAX_URL)
     data_base64: str | None = Field(default=None, alias="dataBase64")
-    mimetype: str | None = None
-    filename: str | None = None
-    caption: str | None = Field(default=None, max_length=4096)
+    mimetype: SafeStr | None = Field(default=None, max_length=128)
+    filename: SafeStr | None = Field(default=None, max_length=MAX_FILENAME)
+    caption: SafeStr | None = Field(default=None, max_length=4096)
 
 
 class AddContact(_Data):
-    phone: str
-    name: str | None = None
+    phone: SafeStr = Field(max_length=64)
+    name: SafeStr | None = Field(default=None, max_length=MAX_CONTACT_NAME)
 
 
 class SaveContact(_Data):
-    number: str
-    name: str | None = None
-    push_name: str | None = Field(default=None, alias="pushName")
+    number: SafeStr = Field(max_length=64)
+    name: SafeStr | None = Field(default=None, max_length=MAX_CONTACT_NAME)
+    push_name: SafeStr | None = Field(default=None, alias="pushName", max_length=MAX_CONTACT_NAME)
     is_group: bool = Field(False, alias="isGroup")
-    profile_picture: str | None = Field(default=None, alias="profilePicture")
-    about: str | None = None
+    profile_picture: SafeStr | None = Field(default=None, alias="profilePicture", max_length=MAX_URL)
+    about: SafeStr | None = Field(default=None, max_length=1024)
 
 
 class Page(_Data):
     limit: int = Field(100, ge=1, le=1000)
-    skip: int = Field(0, ge=0)
+    skip: int = Field(0, ge=0, le=MAX_SKIP)
 
 
 class ListInstances(_Data):

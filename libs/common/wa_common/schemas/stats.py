@@ -148,12 +148,22 @@ class LimitsQuery(_Model):
     user_id: str | None = Field(None, alias="userId")
 
 
-class Limits(_Model):
-    """A user's limits; ``None`` means unlimited. Counts are non-negative integers."""
+# Largest value of a usage limit (10^12): far above any real use, inside every store's integer.
+MAX_LIMIT = 10**12
 
-    max_messages_sent: int | None = Field(None, ge=0, alias="maxMessagesSent", description="per UTC day")
-    max_api_calls: int | None = Field(None, ge=0, alias="maxApiCalls", description="per UTC day")
-    max_instances: int | None = Field(None, ge=0, alias="maxInstances", description="at the same time")
+
+class Limits(_Model):
+    """A user's limits; ``None`` means unlimited. Counts are integers from 0 to :data:`MAX_LIMIT`."""
+
+    max_messages_sent: int | None = Field(
+        None, ge=0, le=MAX_LIMIT, alias="maxMessagesSent", description="per UTC day"
+    )
+    max_api_calls: int | None = Field(
+        None, ge=0, le=MAX_LIMIT, alias="maxApiCalls", description="per UTC day"
+    )
+    max_instances: int | None = Field(
+        None, ge=0, le=MAX_LIMIT, alias="maxInstances", description="at the same time"
+    )
 
 
 class SetLimitsQuery(_Model):
