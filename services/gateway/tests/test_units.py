@@ -4,6 +4,7 @@ body limits, security headers, OpenAPI document (the app is built but not starte
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -36,7 +37,26 @@ def test_recipients_are_normalised(raw: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", ["", "abc", "123", "+", "7900123456789012345", "x@s.whatsapp.net", "1@g.us", "a@b"]
+    "raw",
+    [
+        "",
+        "abc",
+        "123",
+        "+",
+        "7900123456789012345",
+        "x@s.whatsapp.net",
+        "1@g.us",
+        "a@b",
+        "\u0661\u0665\u0665\u0665\u0660\u0660\u0660\u0661\u0661\u0661\u0661",  # Arabic-Indic digits
+        "\uff11\uff15\uff15\uff15\uff10\uff10\uff10\uff11\uff11\uff11\uff11",  # fullwidth digits
+        "1555000\n1111",
+        "15550001111\n",
+        "\t15550001111",
+        "15550001111\n@s.whatsapp.net",
+        "15550001111@s.whatsapp.net\n",
+        "\uff11\uff15\uff15\uff15\uff10\uff10\uff10\uff11@s.whatsapp.net",
+        "120363025246125486\n@g.us",
+    ],
 )
 def test_bad_recipients_are_refused(raw: str) -> None:
     with pytest.raises(InvalidPhone):
@@ -238,3 +258,69 @@ async def test_webhook_url_guard() -> None:
         "https://no-such-host.invalid/hook", allow_private=False
     )  # checked again at delivery
     await check_webhook_url(None, allow_private=False)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "a\x00b"}, "name"),
+        ({"webhookSettings": {"headers": {"X-A": "\ud800"}}}, "webhookSettings.headers.X-A"),
+        ({"items": [1, 2, 2**63]}, "items.2"),
+        ({"maxMessagesSent": -(2**53)}, "maxMessagesSent"),
+        ({"text": "x" * 70_000}, "text"),
+        ({"a\x00": 1}, "body"),
+    ],
+)
+def test_input_guard_names_the_offending_field(body: object, field: str) -> None:
+    from wa_gateway.input_guard import check_json
+
+    with pytest.raises(ApiError) as err:
+        check_json(body)
+    assert err.value.status == 400
+    assert err.value.details and err.value.details[0]["field"] == field
+
+
+def test_input_guard_accepts_ordinary_json() -> None:
+    from wa_gateway.input_guard import MAX_INT, check_json
+
+    check_json({"name": "Ünïcode 🎉", "n": MAX_INT, "f": 1e300, "l": [None, True, {"k": "v"}]})
+
+
+def test_input_guard_refuses_deep_nesting() -> None:
+    from wa_gateway.input_guard import MAX_DEPTH, check_json
+
+    doc: object = "leaf"
+    for _ in range(MAX_DEPTH + 2):
+        doc = [doc]
+    with pytest.raises(ApiError):
+        check_json(doc)
+
+
+def test_every_api_route_checks_its_input() -> None:
+    """The input guard is wired through the caller dependencies (after authentication, rate and
+    metering): no ``/api`` route may bypass it."""
+    from fastapi.dependencies.models import Dependant
+    from fastapi.routing import APIRoute
+
+    from wa_gateway.input_guard import guard_input
+
+    def calls(dependant: Dependant) -> set[object]:
+        found = {dependant.call}
+        for sub in dependant.dependencies:
+            found |= calls(sub)
+        return found
+
+    def routes(items: list[Any]) -> list[tuple[str, APIRoute]]:
+        found: list[tuple[str, APIRoute]] = []
+        for route in items:
+            if isinstance(route, APIRoute):
+                found.append((route.path, route))
+            elif hasattr(route, "original_router"):  # FastAPI >= 0.16x includes routers lazily
+                found += routes(route.original_router.routes)
+        return found
+
+    app = build_app(GatewaySettings(profile="embedded", simulator_routes=True))
+    api_routes = [(path, r) for path, r in routes(app.routes) if path.startswith("/api")]
+    assert len(api_routes) > 40, [p for p, _ in api_routes]
+    unguarded = [f"{sorted(r.methods)} {p}" for p, r in api_routes if guard_input not in calls(r.dependant)]
+    assert not unguarded, unguarded

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
@@ -85,7 +86,9 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+    """400 with details, for a request FastAPI refused and for a payload model built inside a
+    route that refused a value (still the caller's input: never a 500)."""
+    assert isinstance(exc, RequestValidationError | ValidationError)
     details = validation_details(list(exc.errors()))
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
     return error_response(400, f"Invalid request: {summary}" if summary else "Invalid request", details)
@@ -132,6 +135,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ValidationError, _validation_error)
     app.add_exception_handler(RequestTimeout, _timeout)
     app.add_exception_handler(PublishError, _publish_error)
     app.add_exception_handler(Exception, _unexpected)

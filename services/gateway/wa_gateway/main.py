@@ -29,7 +29,7 @@ from wa_gateway.dashboard import mount_dashboard
 from wa_gateway.errors import install_error_handlers
 from wa_gateway.limits import BINDING, LimitBook
 from wa_gateway.live import LiveHub
-from wa_gateway.metering import UsageMeter
+from wa_gateway.metering import MeteringMiddleware, UsageMeter
 from wa_gateway.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from wa_gateway.ratelimit import RateLimiter
 from wa_gateway.settings import GatewaySettings
@@ -142,7 +142,6 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         backend=Backend(runtime, settings),
         meter=UsageMeter(runtime, gateway_id, settings.usage_flush_s),
         limits=LimitBook(),
-        rate=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
     )
     app.state.gateway = gw
 
@@ -150,7 +149,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.live_hub = hub
     runtime.on_exit_requested(hub.close)
 
-    setup_auth(app, runtime, settings)
+    setup_auth(app, runtime, settings, RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst))
     app.include_router(instances.router)
     app.include_router(messaging.instances_family)
     app.include_router(webhooks.router)
@@ -162,10 +161,13 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     if settings.simulator_routes_enabled:
         app.include_router(sim.router)
 
+    app.add_middleware(MeteringMiddleware, meter=gw.meter)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
+        idle_timeout_s=settings.body_idle_timeout_s,
+        total_timeout_s=settings.body_timeout_s,
     )
     app.add_middleware(SecurityHeadersMiddleware)
     if settings.cors_origin_list:

@@ -16,6 +16,8 @@ Both are pure ASGI (no ``BaseHTTPMiddleware``), so uploads stream through untouc
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -78,11 +80,26 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"Request body too large: the limit is {limit} bytes")
 
 
+class BodyTimeout(HTTPException):
+    def __init__(self, reason: str) -> None:
+        super().__init__(408, f"Request body timeout: {reason}")
+
+
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_upload_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_upload_bytes: int,
+        idle_timeout_s: float = 10.0,
+        total_timeout_s: float = 120.0,
+    ) -> None:
         self.app = app
         self.max_body = max_body_bytes
         self.max_upload = max_upload_bytes
+        self.idle_timeout_s = idle_timeout_s
+        self.total_timeout_s = total_timeout_s
 
     def limit_for(self, path: str) -> int:
         if path.endswith("/send-file"):
@@ -106,14 +123,30 @@ class BodySizeLimitMiddleware:
                 await response(scope, receive, send)
                 return
         received = 0
+        complete = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.total_timeout_s
 
         async def receive_wrapper() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # after the body: waiting for a disconnect is not bounded
+                return await receive()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise BodyTimeout(f"the body did not arrive within {self.total_timeout_s:g} s")
+            try:
+                message = await asyncio.wait_for(receive(), min(self.idle_timeout_s, remaining))
+            except TimeoutError:
+                if loop.time() >= deadline:
+                    raise BodyTimeout(f"the body did not arrive within {self.total_timeout_s:g} s") from None
+                raise BodyTimeout(f"no data for {self.idle_timeout_s:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLarge(self.max_upload if limit > self.max_body else limit)
+                complete = not message.get("more_body", False)
+            else:
+                complete = True
             return message
 
         await self.app(scope, receive_wrapper, send)

@@ -1,4 +1,5 @@
-"""Per-key request rate limit: a token bucket per authenticated user, in this replica's memory.
+"""Token buckets per key, in this replica's memory: the per-user request rate limit, and the
+per-address throttle of failed API-key lookups (``auth/layer.py``).
 
 Each user (the identity behind an API key or token) may make ``GATEWAY_RATE_LIMIT_PER_S``
 requests per second with bursts up to ``GATEWAY_RATE_LIMIT_BURST``; above it the gateway answers
@@ -48,6 +49,17 @@ class RateLimiter:
             bucket.tokens = max(0.0, bucket.tokens - 1.0)
             return 0.0
         return (1.0 - bucket.tokens) / self.rate
+
+    def peek(self, key: str, now: float | None = None) -> float:
+        """As :meth:`acquire` without taking a token: 0.0 while ``key`` has one left."""
+        if not self.enabled:
+            return 0.0
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+        return 0.0 if tokens >= 1.0 - 1e-9 else (1.0 - tokens) / self.rate
 
     def _evict(self, now: float) -> None:
         full_after = self.burst / self.rate

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wa_common.schemas.session import AddContact, CreateInstance, SaveContact, UpdateInstance
+from wa_common.schemas.session import MAX_URL, AddContact, CreateInstance, SaveContact, UpdateInstance
+from wa_common.schemas.stats import MAX_LIMIT
 
 # --- common --------------------------------------------------------------------------------------
 
@@ -192,6 +193,7 @@ class QrGenerating(_Out):
 
 class PairingCodeBody(_In):
     phone: str = Field(
+        max_length=64,
         description="the phone number of the WhatsApp account to link, international format",
         examples=["79001234567"],
     )
@@ -238,6 +240,7 @@ class WhatsappStatus(_Out):
 
 class SendTextBody(_In):
     phone: str = Field(
+        max_length=128,
         description="recipient: international number (digits, `+` and separators allowed) or a JID "
         "(`<digits>@s.whatsapp.net`, `<id>@g.us`)",
         examples=["79001234567"],
@@ -246,10 +249,10 @@ class SendTextBody(_In):
 
 
 class SendMediaBody(_In):
-    phone: str = Field(examples=["79001234567"])
+    phone: str = Field(max_length=128, examples=["79001234567"])
     url: str = Field(
         min_length=1,
-        max_length=4096,
+        max_length=MAX_URL,
         description="http(s) URL the worker downloads",
         examples=["https://example.com/image.jpg"],
     )
@@ -440,10 +443,14 @@ class UserLimitsOut(_Out):
 
 class UserLimitsBody(_In):
     maxMessagesSent: int | None = Field(
-        default=None, ge=0, description="messages per UTC day; null = unlimited"
+        default=None, ge=0, le=MAX_LIMIT, description="messages per UTC day; null = unlimited"
     )
-    maxApiCalls: int | None = Field(default=None, ge=0, description="API calls per UTC day; null = unlimited")
-    maxInstances: int | None = Field(default=None, ge=0, description="instances at once; null = unlimited")
+    maxApiCalls: int | None = Field(
+        default=None, ge=0, le=MAX_LIMIT, description="API calls per UTC day; null = unlimited"
+    )
+    maxInstances: int | None = Field(
+        default=None, ge=0, le=MAX_LIMIT, description="instances at once; null = unlimited"
+    )
 
 
 # --- database, admin, webhooks, simulator ------------------------------------------------------------
@@ -466,7 +473,7 @@ class DbStatus(StoreStatus):
 
 
 class DbSwitchBody(_In):
-    provider: str = Field(examples=["mongodb"])
+    provider: str = Field(max_length=64, examples=["mongodb"])
 
 
 class ClusterWorkers(_Out):

@@ -26,6 +26,12 @@ class GatewaySettings(AuthClientSettings):
         ge=1024,
         description="largest JSON request body (413 above); uploads use max_upload_bytes",
     )
+    body_idle_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="seconds a request body may pause between chunks (then 408)"
+    )
+    body_timeout_s: float = Field(
+        120.0, gt=0, le=3600, description="seconds a whole request body may take to arrive (then 408)"
+    )
     cors_origins: str = Field(
         "", description="comma-separated allowed CORS origins ('*' for any); empty disables CORS"
     )

@@ -1,4 +1,12 @@
-"""The gateway's per-process state and the dependencies every public route uses."""
+"""The gateway's per-process state and the dependencies every public route uses.
+
+Order of the checks on an API route: authentication (401/403/503) and the per-user request
+rate (429) in ``auth.get_caller``; ``maxApiCalls`` (429) and the metering mark in
+:func:`api_caller`/:func:`admin_caller`; then the input guard (400). Identity routes
+(``/api/auth/*``, ``/api/users/*``) go through the same authentication, rate and input guard
+but are neither metered nor stopped by ``maxApiCalls`` (a user over quota can still manage the
+account); ``auth/routes.py`` wires them.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +20,12 @@ from wa_common.schemas import Caller
 from wa_gateway.auth import get_caller, require_admin
 from wa_gateway.backend import Backend
 from wa_gateway.errors import ApiError
+from wa_gateway.input_guard import guard_input
 from wa_gateway.limits import MAX_API_CALLS, LimitBook
-from wa_gateway.metering import UsageMeter
-from wa_gateway.ratelimit import RateLimiter
+from wa_gateway.metering import UsageMeter, mark_metered
 from wa_gateway.settings import GatewaySettings
 
-_INSTANCE_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
 
 @dataclass
@@ -26,7 +34,6 @@ class Gateway:
     backend: Backend
     meter: UsageMeter
     limits: LimitBook
-    rate: RateLimiter
 
 
 def gateway(request: Request) -> Gateway:
@@ -35,36 +42,49 @@ def gateway(request: Request) -> Gateway:
 
 
 def _admit(request: Request, caller: Caller) -> Caller:
-    gw = gateway(request)
-    wait = gw.rate.acquire(caller.user_id)
-    if wait > 0:
-        raise ApiError(
-            429,
-            f"Rate limit exceeded: at most {gw.rate.rate:g} requests per second "
-            f"(burst {gw.rate.burst}) per API key",
-            headers={"Retry-After": gw.rate.retry_after(wait)},
-        )
-    gw.limits.check(caller.user_id, MAX_API_CALLS)
-    instance_id = request.path_params.get("instanceId")
-    gw.meter.count(caller.user_id, instance_id if isinstance(instance_id, str) else None)
+    """``maxApiCalls`` (429), then mark the call for metering (``metering.MeteringMiddleware``
+    counts it once the status is known: against the instance only when it succeeded)."""
+    gateway(request).limits.check(caller.user_id, MAX_API_CALLS)
+    mark_metered(request, caller.user_id)
     return caller
 
 
-async def api_caller(request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
-    """The authenticated caller (401), within its rate limit and ``maxApiCalls`` (429); counted."""
+async def _metered_caller(request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
     return _admit(request, caller)
 
 
-async def admin_caller(request: Request, caller: Annotated[Caller, Depends(require_admin)]) -> Caller:
+async def _metered_admin(request: Request, caller: Annotated[Caller, Depends(require_admin)]) -> Caller:
+    return _admit(request, caller)
+
+
+# Sub-dependencies resolve in declaration order: the caller (and its metering) before the guard,
+# so refused input is still authenticated, rate-limited and counted.
+async def api_caller(
+    caller: Annotated[Caller, Depends(_metered_caller)], _: Annotated[None, Depends(guard_input)]
+) -> Caller:
+    """The authenticated caller (401), within its rate limit and ``maxApiCalls`` (429); counted;
+    its input checked (400, ``input_guard``)."""
+    return caller
+
+
+async def admin_caller(
+    caller: Annotated[Caller, Depends(_metered_admin)], _: Annotated[None, Depends(guard_input)]
+) -> Caller:
     """As :func:`api_caller`, for admins only (403 for users)."""
-    return _admit(request, caller)
+    return caller
 
 
 def check_instance_id(instance_id: str) -> str:
     """404 for an id that cannot be an instance's (saves a bus round trip)."""
-    if not _INSTANCE_ID.match(instance_id):
-        raise ApiError(404, "Instance not found")
-    return instance_id
+    return check_id(instance_id, "Instance not found")
+
+
+def check_id(value: str, not_found: str) -> str:
+    """``value`` if it has the shape of our ids (ULIDs, ``[0-9A-Za-z_-]{1,64}``), else 404 with
+    ``not_found``: a malformed id never reaches a store."""
+    if not _ID.fullmatch(value):
+        raise ApiError(404, not_found)
+    return value
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from wa_common.ids import new_id
 from wa_common.schemas import Caller
 from wa_common.schemas.session import (
+    MAX_SKIP,
     ActivityQuery,
     ChatMessagesQuery,
     EventsQuery,
@@ -137,10 +138,12 @@ async def activity(
     instanceId: Id,
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="records (max 1000)")] = 100,
-    skip: Annotated[int, Query(ge=0)] = 0,
-    actions: Annotated[str | None, Query(description="comma-separated, e.g. connected,disconnected")] = None,
-    startDate: Annotated[str | None, Query(description="ISO 8601")] = None,
-    endDate: Annotated[str | None, Query(description="ISO 8601")] = None,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
+    actions: Annotated[
+        str | None, Query(max_length=1000, description="comma-separated, e.g. connected,disconnected")
+    ] = None,
+    startDate: Annotated[str | None, Query(max_length=64, description="ISO 8601")] = None,
+    endDate: Annotated[str | None, Query(max_length=64, description="ISO 8601")] = None,
 ) -> Response:
     """Activity records, newest first, with ``pagination {total, limit, skip, hasMore}``."""
     query = ActivityQuery(
@@ -161,10 +164,12 @@ async def events(
     request: Request,
     instanceId: Id,
     caller: CallerDep,
-    since: Annotated[str | None, Query(description="ISO 8601: only events after this time")] = None,
+    since: Annotated[
+        str | None, Query(max_length=64, description="ISO 8601: only events after this time")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="events (max 1000)")] = 20,
     types: Annotated[
-        str | None, Query(description="comma-separated, e.g. message_sent,message_received")
+        str | None, Query(max_length=1000, description="comma-separated, e.g. message_sent,message_received")
     ] = None,
 ) -> Response:
     """The instance's latest events, newest first."""
@@ -187,9 +192,9 @@ async def chat_messages(
     chatId: str,
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="messages (max 1000)")] = 50,
-    skip: Annotated[int, Query(ge=0)] = 0,
-    startDate: Annotated[str | None, Query(description="ISO 8601")] = None,
-    endDate: Annotated[str | None, Query(description="ISO 8601")] = None,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
+    startDate: Annotated[str | None, Query(max_length=64, description="ISO 8601")] = None,
+    endDate: Annotated[str | None, Query(max_length=64, description="ISO 8601")] = None,
 ) -> Response:
     """Messages of one chat (``chatId`` is a JID or a phone number), newest first."""
     chat = recipient_or_400(chatId, "chatId")

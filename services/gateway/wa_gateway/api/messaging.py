@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from wa_common.schemas import Caller
 from wa_common.schemas.session import (
+    MAX_SKIP,
     ContactsQuery,
     SendMedia,
     SendText,
@@ -283,7 +284,7 @@ def family(prefix: str, tag: str, *, short_status: bool) -> APIRouter:
         instanceId: str,
         caller: CallerDep,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="contacts (max 1000)")] = 100,
-        skip: Annotated[int, Query(ge=0)] = 0,
+        skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
         search: Annotated[str | None, Query(max_length=200, description="in name or number")] = None,
         onlyGroups: Annotated[bool, Query(description="only groups")] = False,
     ) -> Response:

@@ -24,7 +24,7 @@ from wa_common.schemas.stats import (
 )
 from wa_gateway import schemas as s
 from wa_gateway.backend import ensure_ok, relay
-from wa_gateway.state import admin_caller, api_caller, check_instance_id, error_responses, gateway
+from wa_gateway.state import admin_caller, api_caller, check_id, check_instance_id, error_responses, gateway
 
 router = APIRouter(tags=["Statistics"])
 
@@ -100,7 +100,8 @@ async def system_stats(request: Request, caller: AdminDep) -> Response:
 async def get_limits(request: Request, userId: str, caller: AdminDep) -> Response:
     """``{userId, limits: {maxMessagesSent, maxApiCalls, maxInstances}, state: [blocks]}``;
     ``null`` = unlimited. Daily limits count per UTC day."""
-    reply = await gateway(request).backend.stats(STATS_LIMITS_GET, caller, LimitsQuery(userId=userId).dump())
+    user_id = check_id(userId, "User not found")
+    reply = await gateway(request).backend.stats(STATS_LIMITS_GET, caller, LimitsQuery(userId=user_id).dump())
     return relay(reply)
 
 
@@ -115,8 +116,9 @@ async def set_limits(request: Request, userId: str, body: s.UserLimitsBody, call
     """Replace a user's limits (omitted/``null`` = unlimited). Raising a limit lifts its block
     at once on this gateway replica (others: at the next ``limit_exceeded`` or restart)."""
     gw = gateway(request)
-    query = SetLimitsQuery(userId=userId, limits=Limits.model_validate(body.model_dump()))
+    user_id = check_id(userId, "User not found")
+    query = SetLimitsQuery(userId=user_id, limits=Limits.model_validate(body.model_dump()))
     reply = ensure_ok(await gw.backend.stats(STATS_LIMITS_SET, caller, query.dump()))
     if isinstance(reply.data, dict):
-        gw.limits.replace_user(userId, reply.data.get("state") or [])
+        gw.limits.replace_user(user_id, reply.data.get("state") or [])
     return relay(reply)

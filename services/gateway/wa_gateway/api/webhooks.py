@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from wa_common.schemas import Caller
+from wa_common.schemas.session import MAX_SKIP
 from wa_common.schemas.webhooks import ListDeliveries, Redeliver, SendTest, WebhooksOperation
 from wa_gateway import schemas as s
 from wa_gateway.backend import relay
-from wa_gateway.state import api_caller, check_instance_id, error_responses, gateway
+from wa_gateway.state import api_caller, check_id, check_instance_id, error_responses, gateway
 
 router = APIRouter(prefix="/api/instances", tags=["Webhooks"])
 CallerDep = Annotated[Caller, Depends(api_caller)]
@@ -29,7 +30,7 @@ async def deliveries(
     instanceId: str,
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500, description="deliveries (max 500)")] = 50,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     status: Annotated[Literal["pending", "delivered", "failed", "cancelled"] | None, Query()] = None,
 ) -> Response:
     """The instance's webhook deliveries, newest first, each with its attempts."""
@@ -54,7 +55,7 @@ async def redeliver(request: Request, instanceId: str, deliveryId: str, caller: 
         WebhooksOperation.REDELIVER,
         caller,
         check_instance_id(instanceId),
-        Redeliver(deliveryId=deliveryId).dump(),
+        Redeliver(deliveryId=check_id(deliveryId, "Delivery not found")).dump(),
     )
     return relay(reply)
 

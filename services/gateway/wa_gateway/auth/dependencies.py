@@ -21,11 +21,14 @@ def auth_layer(request: Request) -> AuthLayer:
 
 
 async def get_caller(request: Request) -> Caller:
-    """The authenticated caller; 401 (no/bad credentials), 403 (IP not allowed), 503 (auth down)."""
+    """The authenticated caller within its request rate; 401 (no/bad credentials), 403 (IP not
+    allowed), 429 (rate limit, or too many invalid API keys from the address), 503 (auth down)."""
     cached = getattr(request.state, "caller", None)
     if isinstance(cached, Caller):
         return cached
-    caller = await auth_layer(request).authenticate(request)
+    layer = auth_layer(request)
+    caller = await layer.authenticate(request)
+    layer.admit(caller)
     request.state.caller = caller
     return caller
 

@@ -6,6 +6,13 @@ and ``iss``, ``aud``, ``exp``, ``iat`` and ``sub`` must be present and right. Th
 token or an API key is then looked up in auth (cached) for its current role, active flag and IP
 allow-list, so a role change, a deactivation or a deletion takes effect at once (the events drop
 the cache) rather than at token expiry.
+
+Admission, after authentication, on every authenticated route (the identity routes included):
+the caller's request rate (``GATEWAY_RATE_LIMIT_PER_S``/``_BURST``, 429). Failed API-key lookups
+are throttled per client address (``GATEWAY_AUTH_FAILURES_PER_MIN``, 429 with ``Retry-After``)
+before auth is asked again, so guessing keys cannot make auth work for free. The client address
+is the TCP peer unless it is one of ``GATEWAY_TRUSTED_PROXIES`` (uvicorn's own forwarded-header
+handling is off in every service: ``wa_common.runtime.serve``).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from wa_common.logs import get_logger
 from wa_common.schemas import Caller
 from wa_gateway.auth.client import AuthClient, AuthUnavailable, Identity, IdentityCache, KeyStore
 from wa_gateway.auth.settings import AuthClientSettings
+from wa_gateway.errors import ApiError
+from wa_gateway.ratelimit import RateLimiter
 
 log = get_logger(__name__)
 
@@ -45,12 +54,29 @@ def _unavailable(exc: AuthUnavailable) -> HTTPException:
 class AuthLayer:
     """Everything :func:`get_caller` needs; created by ``setup_auth`` and kept on ``app.state``."""
 
-    def __init__(self, settings: AuthClientSettings):
+    def __init__(self, settings: AuthClientSettings, rate: RateLimiter):
         self.settings = settings
         self.client = AuthClient(settings)
         self.keys = KeyStore(self.client, settings.jwks_min_refresh_interval_s)
         self.cache = IdentityCache(settings.identity_cache_ttl_s, settings.identity_cache_size)
         self.trusted_proxies = settings.trusted_proxy_networks
+        self.rate = rate
+        per_min = settings.auth_failures_per_min
+        self.key_failures = RateLimiter(per_min / 60.0, max(1, per_min))
+
+    # ------------------------------------------------------------------ admission
+
+    def admit(self, caller: Caller) -> None:
+        """Take one request of ``caller``'s rate; 429 :class:`ApiError` with ``Retry-After`` when
+        the bucket is empty."""
+        wait = self.rate.acquire(caller.user_id)
+        if wait > 0:
+            raise ApiError(
+                429,
+                f"Rate limit exceeded: at most {self.rate.rate:g} requests per second "
+                f"(burst {self.rate.burst}) per API key",
+                headers={"Retry-After": self.rate.retry_after(wait)},
+            )
 
     # ----------------------------------------------------------- client address
 
@@ -153,15 +179,30 @@ class AuthLayer:
             raise _unauthorized("token", "revoked", "token revoked (the password was changed); log in again")
         return identity
 
-    async def identity_from_api_key(self, api_key: str) -> Identity:
-        """The user of an API key; ``HTTPException`` 401 (unknown key) or 503 (auth down)."""
-        if not api_key or len(api_key) > 256:
-            raise _unauthorized("api_key", "invalid", "invalid API key")
-        try:
-            identity = await self._identity_of_key(api_key)
-        except AuthUnavailable as exc:
-            raise _unavailable(exc) from exc
+    async def identity_from_api_key(self, api_key: str, client_ip: str | None) -> Identity:
+        """The user of an API key; ``HTTPException`` 401 (unknown key), 429 (too many unknown
+        keys from ``client_ip`` lately) or 503 (auth down)."""
+        address = client_ip or "unknown"
+        cached = self.cache.get(self.cache.key_slot(api_key)) if api_key else None
+        if cached is not None:
+            return cached
+        wait = self.key_failures.peek(address)
+        if wait > 0:
+            AUTH_OUTCOMES.labels("api_key", "throttled").inc()
+            raise ApiError(
+                429,
+                "Too many invalid API keys from this address; try again later",
+                headers={"Retry-After": self.key_failures.retry_after(wait)},
+            )
+        if not api_key or len(api_key) > 256 or not api_key.isascii() or not api_key.isprintable():
+            identity = None
+        else:
+            try:
+                identity = await self._identity_of_key(api_key)
+            except AuthUnavailable as exc:
+                raise _unavailable(exc) from exc
         if identity is None:
+            self.key_failures.acquire(address)
             raise _unauthorized("api_key", "invalid", "invalid API key")
         return identity
 
@@ -169,7 +210,8 @@ class AuthLayer:
         """The caller of ``request`` from ``Authorization: Bearer`` or ``x-api-key``.
 
         401: no credentials, bad token or key, disabled user. 403: the client address is outside
-        the user's IP allow-list. 503: auth could not be asked.
+        the user's IP allow-list. 429: too many invalid API keys from this address. 503: auth
+        could not be asked.
         """
         authorization = request.headers.get("authorization", "")
         scheme, _, token = authorization.partition(" ")
@@ -177,7 +219,8 @@ class AuthLayer:
         if scheme.lower() == "bearer" and token.strip():
             method, identity = "token", await self.identity_from_token(token.strip())
         elif api_key:
-            method, identity = "api_key", await self.identity_from_api_key(api_key.strip())
+            method = "api_key"
+            identity = await self.identity_from_api_key(api_key.strip(), self.client_ip(request))
         else:
             raise _unauthorized(
                 "none", "missing", "authentication required: send Authorization: Bearer <token> or x-api-key"

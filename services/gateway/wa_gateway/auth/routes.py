@@ -29,15 +29,32 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Reques
 from fastapi.responses import JSONResponse
 
 from wa_common.schemas import Caller
+from wa_common.schemas.session import MAX_SKIP
 from wa_gateway.auth.client import AuthUnavailable
-from wa_gateway.auth.dependencies import auth_layer, client_ip, get_caller, require_admin
+from wa_gateway.auth.dependencies import auth_layer, get_caller, require_admin
 from wa_gateway.auth.layer import AuthLayer
+from wa_gateway.input_guard import guard_input
 
 router = APIRouter(prefix="/api")
 
+
+async def _checked_caller(
+    caller: Annotated[Caller, Depends(get_caller)], _: Annotated[None, Depends(guard_input)]
+) -> Caller:
+    """The caller (401/403/429 as ``get_caller``), then the request's input checked (400)."""
+    return caller
+
+
+async def _checked_admin(
+    caller: Annotated[Caller, Depends(require_admin)], _: Annotated[None, Depends(guard_input)]
+) -> Caller:
+    """As :func:`_checked_caller`, for admins only (403)."""
+    return caller
+
+
 Layer = Annotated[AuthLayer, Depends(auth_layer)]
-AnyCaller = Annotated[Caller, Depends(get_caller)]
-Admin = Annotated[Caller, Depends(require_admin)]
+AnyCaller = Annotated[Caller, Depends(_checked_caller)]
+Admin = Annotated[Caller, Depends(_checked_admin)]
 JsonObject = Annotated[dict[str, Any], Body()]
 UserId = Annotated[str, Path(alias="userId", pattern=r"^[0-9A-Za-z_-]{1,64}$")]
 
@@ -61,73 +78,89 @@ def _relay(response: httpx.Response, *, only: tuple[str, ...] | None = None) -> 
     return JSONResponse(body, status_code=response.status_code)
 
 
-async def _call(layer: AuthLayer, method: str, path: str, **kwargs: Any) -> httpx.Response:
+async def _call(layer: AuthLayer, request: Request, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One call to auth's internal API with the client's address (``x-wa-client-ip``: auth
+    throttles password checks per address and applies IP allow-lists at login)."""
     try:
-        return await layer.client.request(method, path, **kwargs)
+        return await layer.client.request(method, path, client_ip=layer.client_ip(request), **kwargs)
     except AuthUnavailable as exc:
         raise HTTPException(503, detail="the authentication service is unavailable; retry shortly") from exc
 
 
-@router.post("/auth/login", tags=["Authentication"], summary="Log in with email and password")
+@router.post(
+    "/auth/login",
+    tags=["Authentication"],
+    summary="Log in with email and password",
+    dependencies=[Depends(guard_input)],
+)
 async def login(body: JsonObject, request: Request, layer: Layer) -> Response:
-    response = await _call(layer, "POST", "/internal/login", json=body, client_ip=client_ip(request))
+    response = await _call(layer, request, "POST", "/internal/login", json=body)
     return _relay(response)
 
 
 @router.get("/auth/me", tags=["Authentication"], summary="The current user")
-async def me(caller: AnyCaller, layer: Layer) -> Response:
-    response = await _call(layer, "GET", f"/internal/users/{caller.user_id}", caller=caller)
+async def me(request: Request, caller: AnyCaller, layer: Layer) -> Response:
+    response = await _call(layer, request, "GET", f"/internal/users/{caller.user_id}", caller=caller)
     return _relay(response, only=("id", "email", "firstName", "lastName", "role"))
 
 
 @router.post("/auth/api-key/rotate", tags=["Authentication"], summary="Replace your API key")
-async def rotate_own_key(caller: AnyCaller, layer: Layer) -> Response:
-    return _relay(await _call(layer, "POST", f"/internal/users/{caller.user_id}/api-key", caller=caller))
+async def rotate_own_key(request: Request, caller: AnyCaller, layer: Layer) -> Response:
+    return _relay(
+        await _call(layer, request, "POST", f"/internal/users/{caller.user_id}/api-key", caller=caller)
+    )
 
 
 @router.post("/auth/password", tags=["Authentication"], summary="Change your password", status_code=204)
-async def change_password(body: JsonObject, caller: AnyCaller, layer: Layer) -> Response:
-    return _relay(await _call(layer, "POST", "/internal/password", json=body, caller=caller))
+async def change_password(request: Request, body: JsonObject, caller: AnyCaller, layer: Layer) -> Response:
+    return _relay(await _call(layer, request, "POST", "/internal/password", json=body, caller=caller))
 
 
 @router.get("/users", tags=["Users"], summary="List users (admin)")
 async def list_users(
+    request: Request,
     caller: Admin,
     layer: Layer,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
 ) -> Response:
     params = {"limit": limit, "skip": skip}
-    return _relay(await _call(layer, "GET", "/internal/users", caller=caller, params=params))
+    return _relay(await _call(layer, request, "GET", "/internal/users", caller=caller, params=params))
 
 
 @router.post("/users", tags=["Users"], summary="Create a user (admin)", status_code=201)
-async def create_user(body: JsonObject, caller: Admin, layer: Layer) -> Response:
-    return _relay(await _call(layer, "POST", "/internal/users", json=body, caller=caller))
+async def create_user(request: Request, body: JsonObject, caller: Admin, layer: Layer) -> Response:
+    return _relay(await _call(layer, request, "POST", "/internal/users", json=body, caller=caller))
 
 
 @router.get("/users/{userId}", tags=["Users"], summary="Get a user (admin, or self)")
-async def get_user(user_id: UserId, caller: AnyCaller, layer: Layer) -> Response:
-    return _relay(await _call(layer, "GET", f"/internal/users/{user_id}", caller=caller))
+async def get_user(request: Request, user_id: UserId, caller: AnyCaller, layer: Layer) -> Response:
+    return _relay(await _call(layer, request, "GET", f"/internal/users/{user_id}", caller=caller))
 
 
 @router.patch("/users/{userId}", tags=["Users"], summary="Update a user (admin; self: names, password)")
 @router.put("/users/{userId}", tags=["Users"], summary="Update a user (admin; self: names, password)")
-async def update_user(user_id: UserId, body: JsonObject, caller: AnyCaller, layer: Layer) -> Response:
-    return _relay(await _call(layer, "PATCH", f"/internal/users/{user_id}", json=body, caller=caller))
+async def update_user(
+    request: Request, user_id: UserId, body: JsonObject, caller: AnyCaller, layer: Layer
+) -> Response:
+    return _relay(
+        await _call(layer, request, "PATCH", f"/internal/users/{user_id}", json=body, caller=caller)
+    )
 
 
 @router.delete("/users/{userId}", tags=["Users"], summary="Delete a user and their instances (admin)")
-async def delete_user(user_id: UserId, caller: Admin, layer: Layer) -> Response:
-    return _relay(await _call(layer, "DELETE", f"/internal/users/{user_id}", caller=caller))
+async def delete_user(request: Request, user_id: UserId, caller: Admin, layer: Layer) -> Response:
+    return _relay(await _call(layer, request, "DELETE", f"/internal/users/{user_id}", caller=caller))
 
 
 @router.post("/users/{userId}/api-key", tags=["Users"], summary="Rotate a user's API key (admin, or self)")
-async def rotate_key(user_id: UserId, caller: AnyCaller, layer: Layer) -> Response:
-    return _relay(await _call(layer, "POST", f"/internal/users/{user_id}/api-key", caller=caller))
+async def rotate_key(request: Request, user_id: UserId, caller: AnyCaller, layer: Layer) -> Response:
+    return _relay(await _call(layer, request, "POST", f"/internal/users/{user_id}/api-key", caller=caller))
 
 
 @router.put("/users/{userId}/ip-allowlist", tags=["Users"], summary="Set a user's IP allow-list (admin)")
-async def set_ip_allowlist(user_id: UserId, body: JsonObject, caller: Admin, layer: Layer) -> Response:
+async def set_ip_allowlist(
+    request: Request, user_id: UserId, body: JsonObject, caller: Admin, layer: Layer
+) -> Response:
     path = f"/internal/users/{user_id}/ip-allowlist"
-    return _relay(await _call(layer, "PUT", path, json=body, caller=caller))
+    return _relay(await _call(layer, request, "PUT", path, json=body, caller=caller))

@@ -31,6 +31,8 @@ class AuthClientSettings(ServiceSettings):
     ``jwt_issuer``/``jwt_audience`` must equal auth's ``AUTH_JWT_ISSUER``/``AUTH_JWT_AUDIENCE``.
     ``trusted_proxies``: comma-separated CIDRs of reverse proxies whose ``X-Forwarded-For`` is
     believed when finding the client address (empty: the TCP peer is the client).
+    ``auth_failures_per_min``: unknown API keys a client address may present per minute (token
+    bucket per replica, burst of the same size) before the gateway answers 429 without asking auth.
     """
 
     auth_url: str = "http://127.0.0.1:8081"
@@ -43,6 +45,9 @@ class AuthClientSettings(ServiceSettings):
     identity_cache_ttl_s: float = Field(30.0, ge=0)
     identity_cache_size: int = Field(10_000, ge=0)
     trusted_proxies: str = ""
+    auth_failures_per_min: int = Field(
+        30, ge=1, le=100_000, description="unknown API keys one client address may try per minute (then 429)"
+    )
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -12,14 +12,16 @@ from wa_gateway.auth.client import AuthUnavailable
 from wa_gateway.auth.layer import AuthLayer
 from wa_gateway.auth.routes import router
 from wa_gateway.auth.settings import AuthClientSettings
+from wa_gateway.ratelimit import RateLimiter
 
 log = get_logger(__name__)
 
 INVALIDATING_EVENTS = (EventType.API_KEY_ROTATED, EventType.USER_UPDATED, EventType.USER_DELETED)
 
 
-def setup_auth(app: FastAPI, runtime: Runtime, settings: AuthClientSettings) -> None:
-    """Install the auth layer: ``app.state.auth_layer``, the identity routes, and hooks that
+def setup_auth(app: FastAPI, runtime: Runtime, settings: AuthClientSettings, rate: RateLimiter) -> None:
+    """Install the auth layer (admitting callers within ``rate``, the per-user request limit):
+    ``app.state.auth_layer``, the identity routes, and hooks that
 
     - at start: load auth's JWKS (a failure is logged; keys are fetched again on first use) and
       consume ``api_key.rotated``/``user.updated``/``user.deleted`` from ``wa.events`` on an
@@ -27,7 +29,7 @@ def setup_auth(app: FastAPI, runtime: Runtime, settings: AuthClientSettings) -> 
       clear the whole cache after a reconnection to the broker (events may have been missed);
     - at stop: close the HTTP client (the consumer is cancelled by the bus).
     """
-    layer = AuthLayer(settings)
+    layer = AuthLayer(settings, rate)
     app.state.auth_layer = layer
     app.include_router(router)
 
