@@ -12,11 +12,13 @@ Environment: ``TEST_AMQP_HOST`` (default 127.0.0.1:5672, guest/guest), ``TEST_PO
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -106,24 +108,39 @@ def amqp_url(amqp_vhost: str) -> str:
     return f"amqp://guest:guest@{AMQP_HOST}/{amqp_vhost}"
 
 
-@pytest.fixture(scope="session")
-async def postgres_url() -> AsyncIterator[str]:
-    """URL of a fresh PostgreSQL database (dropped at the end of the session)."""
+@contextlib.asynccontextmanager
+async def fresh_database(prefix: str = "wa_test", migrate: str | None = None) -> AsyncIterator[str]:
+    """URL of a new PostgreSQL database named ``<prefix>_<ulid>`` (``.ci/run`` removes leftovers
+    of ``wa_test_*``), upgraded to ``migrate``'s newest schema when a service package is named,
+    dropped on exit."""
     import asyncpg
 
-    name = f"wa_test_{new_id().lower()}"
+    from wa_common.migrations import upgrade
+
+    name = f"{prefix}_{new_id().lower()}"
     admin = await asyncpg.connect(POSTGRES_URL)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     base, _, _ = POSTGRES_URL.rpartition("/")
-    yield f"{base}/{name}"
-    admin = await asyncpg.connect(POSTGRES_URL)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if migrate is not None:
+            await asyncio.to_thread(upgrade, migrate, f"{base}/{name}")
+        yield f"{base}/{name}"
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def postgres_url() -> AsyncIterator[str]:
+    """URL of a fresh PostgreSQL database (dropped at the end of the session)."""
+    async with fresh_database() as url:
+        yield url
 
 
 async def wait_for(predicate, timeout_s: float = 10.0, interval_s: float = 0.05, message: str = "condition"):
@@ -139,3 +156,29 @@ async def wait_for(predicate, timeout_s: float = 10.0, interval_s: float = 0.05,
         if loop.time() > deadline:
             raise AssertionError(f"{message} not reached within {timeout_s}s")
         await asyncio.sleep(interval_s)
+
+
+async def raw_bus_request(connection: Any, queue: str, body: bytes, timeout_s: float = 10.0) -> Any:
+    """Publish ``body`` as it is (malformed requests included) to ``queue`` with a reply-to
+    queue of its own, and return the service's :class:`~wa_common.schemas.Reply`; fails when
+    none arrives within ``timeout_s``. ``connection`` is an open aio-pika connection."""
+    import aio_pika
+
+    from wa_common.schemas import Reply
+
+    channel = await connection.channel()
+    try:
+        replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+        correlation = new_id()
+        await channel.default_exchange.publish(
+            aio_pika.Message(body, reply_to=replies.name, correlation_id=correlation), routing_key=queue
+        )
+
+        async def reply() -> Any:
+            return await replies.get(no_ack=True, fail=False)
+
+        message = await wait_for(reply, timeout_s=timeout_s, message=f"a reply from {queue}")
+        assert message.correlation_id == correlation
+        return Reply.from_bytes(message.body)
+    finally:
+        await channel.close()

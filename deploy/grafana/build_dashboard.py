@@ -328,7 +328,15 @@ def build() -> dict[str, Any]:
     lay.panel(
         "Dead-letter queues",
         [('sum by (queue) (rabbitmq_queue_messages{job="rabbitmq",queue=~".*\\\\.dead"})', "{{queue}}")],
-        description="Messages whose handler failed BUS_DELIVERY_LIMIT times; inspect and replay or purge.",
+        description="Messages whose handler failed BUS_DELIVERY_LIMIT times (or rejected at once); "
+        "inspect and replay or purge. Each queue keeps at most BUS_DEAD_LETTER_MAX_LENGTH messages and "
+        "BUS_DEAD_LETTER_MAX_BYTES bytes, dropping its oldest first.",
+    )
+    lay.panel(
+        "Dead letters dropped (dead-letter queue full)",
+        [(f"sum by (queue) (increase(wa_bus_dead_letters_dropped_total[{RI}]))", "{{queue}}")],
+        description="Oldest dead letters dropped from a full <queue>.dead, by queue family "
+        "(wa.shard = every shard queue); counted by whichever service took the drop notice.",
     )
     lay.panel(
         "Broker message rates",
@@ -427,13 +435,22 @@ def build() -> dict[str, Any]:
             for q in ("0.5", "0.99")
         ],
         unit="s",
-        w=12,
     )
     lay.panel(
         "Events processed by type",
         [(f'sum by (type) (rate(wa_stats_events_processed_total{{job="stats"}}[{RI}]))', "{{type}}")],
         unit="ops",
-        w=12,
+    )
+    lay.panel(
+        "API usage items not counted as sent",
+        [
+            (
+                f'sum by (reason) (increase(wa_stats_api_usage_items_rejected_total{{job="stats"}}[{RI}]))',
+                "{{reason}}",
+            )
+        ],
+        description="Items of the gateways' usage batches with a bad user id or count (dropped), or "
+        "a bad or another user's instance id (counted without the instance). Should stay at 0.",
     )
 
     return {

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from wa_common import __version__
-from wa_common.bus import Bus, RpcClient
+from wa_common.bus import Bus, DeadLetterLimits, RpcClient
 from wa_common.health import HealthChecks, health_router
 from wa_common.http import ObservabilityMiddleware
 from wa_common.logs import configure_logging, get_logger
@@ -55,6 +55,9 @@ class Runtime:
                 shard_count=settings.shard_count,
                 prefetch=settings.bus_prefetch,
                 delivery_limit=settings.bus_delivery_limit,
+                dead_letters=DeadLetterLimits(
+                    settings.bus_dead_letter_max_length, settings.bus_dead_letter_max_bytes
+                ),
             )
             if uses_bus
             else None

@@ -3,7 +3,7 @@
 Conventions:
 - Settings shared by all services are read from global names (``WA_PROFILE``, ``AMQP_URL``,
   ``LOG_LEVEL``, ``LOG_FORMAT``, ``WA_SHARDS``, ``BUS_PREFETCH``, ``BUS_DELIVERY_LIMIT``,
-  ``BUS_CONNECT_TIMEOUT_S``).
+  ``BUS_CONNECT_TIMEOUT_S``, ``BUS_DEAD_LETTER_MAX_LENGTH``, ``BUS_DEAD_LETTER_MAX_BYTES``).
 - Settings of one service carry that service's prefix (``GATEWAY_PORT``, ``AUTH_DATABASE_URL``,
   ``WORKER_ID``...), declared by ``model_config = SettingsConfigDict(env_prefix=...)`` in the
   service's own subclass.
@@ -20,6 +20,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from wa_common.bus.topology import DEFAULT_DEAD_LETTER_MAX_BYTES, DEFAULT_DEAD_LETTER_MAX_LENGTH
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 # Credentials that ship with RabbitMQ, PostgreSQL, MongoDB images and our own examples: refused
@@ -69,6 +71,18 @@ class ServiceSettings(BaseSettings):
     bus_prefetch: int = Field(32, ge=1, le=10_000, validation_alias=_global("BUS_PREFETCH"))
     bus_delivery_limit: int = Field(5, ge=1, le=100, validation_alias=_global("BUS_DELIVERY_LIMIT"))
     bus_connect_timeout_s: float = Field(30.0, gt=0, validation_alias=_global("BUS_CONNECT_TIMEOUT_S"))
+    bus_dead_letter_max_length: int = Field(
+        DEFAULT_DEAD_LETTER_MAX_LENGTH,
+        ge=1,
+        le=100_000_000,
+        validation_alias=_global("BUS_DEAD_LETTER_MAX_LENGTH"),
+    )
+    bus_dead_letter_max_bytes: int = Field(
+        DEFAULT_DEAD_LETTER_MAX_BYTES,
+        ge=1024 * 1024,
+        le=1024**4,
+        validation_alias=_global("BUS_DEAD_LETTER_MAX_BYTES"),
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     shutdown_timeout_s: float = Field(25.0, gt=0)

@@ -1,10 +1,13 @@
 """RabbitMQ bus client (aio-pika): topology, publishing with confirms, consuming, request/reply."""
 
 from wa_common.bus.client import Bus, Consumer, Delivery, PublishError, Reject
+from wa_common.bus.dead_letters import DEAD_LETTERS_DROPPED
 from wa_common.bus.rpc import RequestTimeout, RpcClient, send_reply
 from wa_common.bus.topology import (
+    DROPPED_QUEUE,
     EXCHANGE_COMMANDS,
     EXCHANGE_DLX,
+    EXCHANGE_DLX_DROPPED,
     EXCHANGE_EVENTS,
     EXCHANGE_SIM,
     QUERY_QUEUE,
@@ -12,6 +15,7 @@ from wa_common.bus.topology import (
     SERVICE_QUEUES,
     STATS_QUERY_QUEUE,
     WEBHOOKS_QUERY_QUEUE,
+    DeadLetterLimits,
     QueueSpec,
     dead_letter_queue,
     declare_topology,
@@ -20,8 +24,11 @@ from wa_common.bus.topology import (
 )
 
 __all__ = [
+    "DEAD_LETTERS_DROPPED",
+    "DROPPED_QUEUE",
     "EXCHANGE_COMMANDS",
     "EXCHANGE_DLX",
+    "EXCHANGE_DLX_DROPPED",
     "EXCHANGE_EVENTS",
     "EXCHANGE_SIM",
     "QUERY_QUEUE",
@@ -31,6 +38,7 @@ __all__ = [
     "WEBHOOKS_QUERY_QUEUE",
     "Bus",
     "Consumer",
+    "DeadLetterLimits",
     "Delivery",
     "PublishError",
     "QueueSpec",

@@ -9,6 +9,9 @@ Guarantees (DESIGN.md, "The bus"):
 - Consumers ack only after the handler returned. A handler exception nacks with requeue (the
   quorum queue counts the delivery; past ``x-delivery-limit`` the message is dead-lettered to
   ``<queue>.dead``); :class:`Reject` dead-letters at once. Prefetch bounds in-flight messages.
+- Dead-letter queues are bounded (:class:`~wa_common.bus.topology.DeadLetterLimits`), dropping
+  their oldest message when full; a bus that declared the topology also counts those drops
+  (``wa_bus_dead_letters_dropped_total``, :mod:`wa_common.bus.dead_letters`).
 - :meth:`Consumer.cancel` stops new deliveries and waits for in-flight handlers to finish.
 """
 
@@ -37,11 +40,17 @@ from tenacity import (
     wait_exponential,
 )
 
+from wa_common.bus.dead_letters import count_drop
 from wa_common.bus.topology import (
+    DROPPED_QUEUE,
     EXCHANGE_EVENTS,
+    DeadLetterLimits,
     QueueSpec,
+    all_queue_specs,
+    declare_dead_letter_queues,
     declare_queue,
     declare_topology,
+    legacy_remedy,
 )
 from wa_common.logs import CORRELATION_HEADER, correlation_scope, get_correlation_id, get_logger
 from wa_common.metrics import (
@@ -238,8 +247,10 @@ class Consumer:
 class Bus:
     """One service's connection to RabbitMQ.
 
-    ``service`` names the connection in the broker's management UI. ``shard_count`` and
-    ``delivery_limit`` must be the same in every service (they are queue arguments).
+    ``service`` names the connection in the broker's management UI. ``shard_count``,
+    ``delivery_limit`` and ``dead_letters`` must be the same in every service (they are queue
+    arguments); services pass ``BUS_DEAD_LETTER_MAX_LENGTH`` / ``BUS_DEAD_LETTER_MAX_BYTES`` from
+    their settings (``Runtime``), other clients get the defaults.
     """
 
     def __init__(
@@ -252,6 +263,7 @@ class Bus:
         delivery_limit: int = 5,
         publish_timeout_s: float = 10.0,
         requeue_delay_s: float = 0.2,
+        dead_letters: DeadLetterLimits | None = None,
     ) -> None:
         self.url = url
         self.service = service
@@ -260,6 +272,11 @@ class Bus:
         self.delivery_limit = delivery_limit
         self.publish_timeout_s = publish_timeout_s
         self.requeue_delay_s = requeue_delay_s
+        self.dead_letters = dead_letters or DeadLetterLimits()
+        # Queues whose dead-letter queue this bus declared; those found with other arguments.
+        self._dead_declared: set[str] = set()
+        self.legacy_dead_letter_queues: list[str] = []
+        self._drop_watcher: Consumer | None = None
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
@@ -271,21 +288,61 @@ class Bus:
             raise RuntimeError("bus is not connected; call connect() first")
         return self._connection
 
-    async def connect(self, *, declare: bool = True, timeout_s: float = 10.0) -> None:
+    async def connect(
+        self, *, declare: bool = True, timeout_s: float = 10.0, count_dead_letter_drops: bool | None = None
+    ) -> None:
         """Connect (robustly) and, with ``declare``, declare the whole topology.
 
-        Raises ``aio_pika``/``ConnectionError`` exceptions when the broker cannot be reached
-        within ``timeout_s``.
+        ``count_dead_letter_drops`` (default: ``declare``, i.e. in every service) starts
+        :meth:`count_dead_letter_drops`. Raises ``aio_pika``/``ConnectionError`` exceptions when
+        the broker cannot be reached within ``timeout_s``.
         """
         self._connection = await aio_pika.connect_robust(
             self.url, timeout=timeout_s, client_properties={"connection_name": self.service}
         )
         self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         if declare:
-            await declare_topology(
-                self._channel, shard_count=self.shard_count, delivery_limit=self.delivery_limit
+            legacy = await declare_topology(
+                self._connection,
+                self._channel,
+                shard_count=self.shard_count,
+                delivery_limit=self.delivery_limit,
+                dead_letters=self.dead_letters,
             )
+            self._dead_declared.update(spec.name for spec in all_queue_specs(self.shard_count))
+            self._report_legacy(legacy)
         log.info("bus connected", service=self.service)
+        if count_dead_letter_drops if count_dead_letter_drops is not None else declare:
+            await self.count_dead_letter_drops()
+
+    def _report_legacy(self, legacy: list[str]) -> None:
+        """Log (as one error) the dead-letter queues that exist with other arguments."""
+        new = [name for name in legacy if name not in self.legacy_dead_letter_queues]
+        if not new:
+            return
+        self.legacy_dead_letter_queues.extend(new)
+        log.error(
+            "dead-letter queues exist with other arguments than this service declares (an older "
+            "version's unbounded queues, or other BUS_DEAD_LETTER_* values): they are used as they "
+            "are, so they may not be bounded and what they drop may not be counted",
+            queues=new,
+            count=len(new),
+            max_length=self.dead_letters.max_length,
+            max_bytes=self.dead_letters.max_bytes,
+            remedy=legacy_remedy(self.dead_letters),
+        )
+
+    async def count_dead_letter_drops(self) -> Consumer:
+        """Consume ``wa.dead.dropped`` (idempotent): each dead letter a full dead-letter queue
+        dropped is counted in ``wa_bus_dead_letters_dropped_total`` by this process. Every
+        service does it; the broker hands each drop notice to one of them."""
+        if self._drop_watcher is None:
+
+            async def on_drop(delivery: Delivery) -> None:
+                count_drop(delivery.headers)
+
+            self._drop_watcher = await self.consume(DROPPED_QUEUE, on_drop, prefetch=64)
+        return self._drop_watcher
 
     async def is_healthy(self) -> bool:
         """True while the connection and the publishing channel are open."""
@@ -394,6 +451,10 @@ class Bus:
         # Queues must come from declare_queue on this (robust) channel: only those are re-declared
         # and re-consumed by aio-pika after a reconnect.
         if isinstance(queue, QueueSpec):
+            if queue.name not in self._dead_declared:
+                legacy = await declare_dead_letter_queues(self.connection, [queue.name], self.dead_letters)
+                self._dead_declared.add(queue.name)
+                self._report_legacy(legacy)
             amqp_queue = await declare_queue(channel, queue, self.delivery_limit)
         else:
             amqp_queue = await channel.declare_queue(queue, passive=True)
@@ -443,4 +504,5 @@ class Bus:
             await self._connection.close()
         self._connection = None
         self._channel = None
+        self._drop_watcher = None
         self._exchanges.clear()
