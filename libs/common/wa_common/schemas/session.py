@@ -16,7 +16,7 @@ format without ``+`` (``79001234567``); chat ids are JIDs (``<digits>@s.whatsapp
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -146,28 +146,34 @@ class ListInstances(_Data):
     all_users: bool = Field(False, alias="allUsers", description="admin only: every user's instances")
 
 
+Filter = Annotated[list[Annotated[SafeStr, Field(max_length=2048)]], Field(max_length=100)]
+IsoTime = Annotated[SafeStr, Field(max_length=64, description="ISO 8601")]
+
+
 class ActivityQuery(Page):
-    actions: list[str] | None = None
-    start_date: str | None = Field(default=None, alias="startDate", description="ISO 8601")
-    end_date: str | None = Field(default=None, alias="endDate", description="ISO 8601")
+    actions: Filter | None = None
+    start_date: IsoTime | None = Field(default=None, alias="startDate")
+    end_date: IsoTime | None = Field(default=None, alias="endDate")
 
 
 class EventsQuery(_Data):
-    since: str | None = Field(default=None, description="ISO 8601")
+    since: IsoTime | None = None
     limit: int = Field(20, ge=1, le=1000)
-    types: list[str] | None = None
+    types: Filter | None = None
 
 
 class ContactsQuery(Page):
-    search: str | None = None
+    search: SafeStr | None = Field(default=None, max_length=256)
     only_groups: bool = Field(False, alias="onlyGroups")
 
 
 class ChatMessagesQuery(Page):
-    chat_id: str = Field(alias="chatId", description="a JID, or digits (mapped to <digits>@s.whatsapp.net)")
+    chat_id: SafeStr = Field(
+        alias="chatId", max_length=128, description="a JID, or digits (mapped to <digits>@s.whatsapp.net)"
+    )
     limit: int = Field(50, ge=1, le=1000)
-    start_date: str | None = Field(default=None, alias="startDate")
-    end_date: str | None = Field(default=None, alias="endDate")
+    start_date: IsoTime | None = Field(default=None, alias="startDate")
+    end_date: IsoTime | None = Field(default=None, alias="endDate")
 
 
 def payload(model: _Data) -> dict[str, Any]:

@@ -12,12 +12,19 @@ says why (pydantic turns the ``ValueError`` into a 400 naming the field).
 - :data:`HeaderName`, :data:`HeaderValue`, :data:`WebhookHeaders`: custom webhook headers
   (at most :data:`MAX_HEADERS` of them, :data:`MAX_HEADERS_BYTES` bytes of names and values in
   all; names that frame or route the HTTP request are reserved).
+- :func:`json_problems`: the rules every parsed JSON document entering a service follows, for
+  the edges that see documents rather than models (the gateway's input guard, the session
+  worker's request check): storable text everywhere (keys too), bounded strings, keys, lists and
+  nesting, integers within +-(2^53 - 1) (:data:`MAX_INT`, what every JSON client represents
+  exactly and every store column here holds), finite numbers.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
@@ -52,15 +59,70 @@ RESERVED_PREFIX = "x-webhook-"
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
+MAX_INT = 2**53 - 1
+MAX_STRING = 65_536
+MAX_KEY = 256
+
 
 def text_problem(value: str) -> str | None:
     """Why ``value`` cannot be stored as text (``None`` when it can): a NUL character (PostgreSQL
     refuses it) or a lone surrogate (not Unicode; JSON's ``\\ud800`` escapes produce them)."""
     if "\x00" in value:
         return "must not contain NUL characters (\\u0000)"
-    if _SURROGATE.search(value):
+    if not value.isascii() and _SURROGATE.search(value):  # isascii() is O(1)
         return "must be valid Unicode text: it contains an unpaired surrogate (\\ud800-\\udfff)"
     return None
+
+
+def json_problems(
+    value: Any,
+    *,
+    max_string: int = MAX_STRING,
+    max_items: int | None = None,
+    max_depth: int = 32,
+    unbounded: frozenset[str] = frozenset(),
+) -> Iterator[tuple[str, str]]:
+    """``(field, message)`` for every value of a parsed JSON document that breaks the rules
+    above, in document order; ``field`` is the dotted path (``webhookSettings.headers.X-A``,
+    list items by index), empty for the root. Strings of the fields in ``unbounded`` (dotted
+    paths) have no length bound (their own size limit applies elsewhere). Messages never quote
+    the value (it may be a secret)."""
+
+    def walk(item: Any, field: str, depth: int) -> Iterator[tuple[str, str]]:
+        if depth > max_depth:
+            yield field, f"nested more than {max_depth} levels deep"
+        elif isinstance(item, str):
+            problem = text_problem(item)
+            if problem is None and len(item) > max_string and field not in unbounded:
+                problem = f"at most {max_string} characters"
+            if problem is not None:
+                yield field, problem
+        elif isinstance(item, bool) or item is None:
+            return
+        elif isinstance(item, int):
+            if abs(item) > MAX_INT:
+                yield field, f"numbers must lie between -{MAX_INT} and {MAX_INT}"
+        elif isinstance(item, float):
+            if not math.isfinite(item) or abs(item) > MAX_INT:
+                yield field, f"numbers must be finite, between -{MAX_INT} and {MAX_INT}"
+        elif isinstance(item, dict):
+            for raw_key, child in item.items():
+                key = str(raw_key)
+                problem = text_problem(key)
+                if problem is None and len(key) > MAX_KEY:
+                    problem = f"at most {MAX_KEY} characters"
+                if problem is not None:  # reported on the object: a bad key is no field name
+                    yield field, f"a key {problem}"
+                    continue
+                yield from walk(child, f"{field}.{key}" if field else key, depth + 1)
+        elif isinstance(item, list):
+            if max_items is not None and len(item) > max_items:
+                yield field, f"at most {max_items} items"
+                return
+            for index, child in enumerate(item):
+                yield from walk(child, f"{field}.{index}" if field else str(index), depth + 1)
+
+    return walk(value, "", 0)
 
 
 def _safe_text(value: str) -> str:
