@@ -1,7 +1,8 @@
 """Prometheus metrics of the stats service (besides the shared ``wa_bus_*``/``wa_http_*``).
 
 Labels are bounded: ``type`` is a known event type or ``other``, ``limit`` one of the three limit
-names, ``query`` a known query name or ``unknown``; never a user or instance id.
+names, ``query`` a known query name or ``unknown``, ``reason`` one of ``USAGE_REJECT_REASONS``;
+never a user or instance id.
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ LIMIT_EVENTS_PUBLISHED = Counter(
     "wa_stats_limit_events_published_total",
     "limit_exceeded events published, by limit name.",
     ["limit"],
+)
+USAGE_REJECT_REASONS = ("malformed", "user_id", "count", "instance_id", "foreign_instance")
+USAGE_ITEMS_REJECTED = Counter(
+    "wa_stats_api_usage_items_rejected_total",
+    "Items of usage.api_calls batches not counted as sent, by reason: dropped (malformed, user_id, "
+    "count) or counted for the user without their instance (instance_id: not an id; "
+    "foreign_instance: another user's instance).",
+    ["reason"],
 )
 QUERIES = Counter(
     "wa_stats_queries_total",

@@ -191,21 +191,32 @@ class StatsRepository:
         return {r["instance_id"]: _counters(r) for r in rows}
 
     async def usage_total(
-        self, conn: AsyncConnection, since: date | None, *, instance_id: str | None = None
+        self,
+        conn: AsyncConnection,
+        since: date | None,
+        *,
+        instance_id: str | None = None,
+        user_id: str | None = None,
     ) -> dict[str, int]:
-        """Counters since ``since`` of one instance, or of the whole system."""
+        """Counters since ``since`` of one instance, or of the whole system; with ``user_id``,
+        only those counted for that user or for no known user."""
         stmt = select(*_sums(COUNTERS))
         if instance_id is not None:
             stmt = stmt.where(usage_t.c.instance_id == instance_id)
+        if user_id is not None:
+            stmt = stmt.where(usage_t.c.user_id.in_([user_id, ""]))
         if since is not None:
             stmt = stmt.where(usage_t.c.day >= since)
         return _counters((await conn.execute(stmt)).mappings().one())
 
     async def instance_daily(
-        self, conn: AsyncConnection, instance_id: str, since: date | None
+        self, conn: AsyncConnection, instance_id: str, since: date | None, *, user_id: str | None = None
     ) -> list[tuple[date, dict[str, int]]]:
-        """Per-day counters of an instance since ``since``, oldest first (days with rows only)."""
+        """Per-day counters of an instance since ``since``, oldest first (days with rows only);
+        with ``user_id``, only those counted for that user or for no known user."""
         stmt = select(usage_t.c.day, *_sums(DAILY_FIELDS)).where(usage_t.c.instance_id == instance_id)
+        if user_id is not None:
+            stmt = stmt.where(usage_t.c.user_id.in_([user_id, ""]))
         if since is not None:
             stmt = stmt.where(usage_t.c.day >= since)
         stmt = stmt.group_by(usage_t.c.day).order_by(usage_t.c.day)

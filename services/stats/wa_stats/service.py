@@ -5,7 +5,9 @@ Sources:
   ``mediaSent`` / ``mediaReceived`` when ``data.hasMedia`` is true, ``totalMediaSize`` += the
   event's ``meta.mediaSize`` (bytes);
 - ``usage.api_calls`` (gateways, :class:`~wa_common.schemas.events.ApiUsageBatch`): ``apiCalls``
-  per user, instance (or none) and the batch's ``day``;
+  per user, instance (or none) and the batch's ``day``. Each item is checked on its own (see
+  :meth:`StatsService._usage_items`): one bad item never fails the batch, which carries every
+  user's calls of an interval;
 - ``webhook.delivered`` (dispatcher): ``webhookSent``;
 - ``instance.created/updated/deleted``, ``connected`` / ``disconnected``: owners, names, whether an
   instance exists and is connected; ``user.created/updated/deleted`` (auth): users and ``active``.
@@ -24,10 +26,11 @@ the day over without waiting.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from wa_common.db import store_status
 from wa_common.logs import get_logger
 from wa_common.schemas import Caller, Event, EventType, Query, Reply, utcnow
-from wa_common.schemas.events import ApiUsageBatch, LimitExceededData
+from wa_common.schemas.events import LimitExceededData
 from wa_common.schemas.session import SessionQuery
 from wa_common.schemas.stats import (
     INSTANCE_PERIODS,
@@ -74,6 +77,7 @@ from wa_stats.metrics import (
     EVENTS_PROCESSED,
     LIMIT_EVENTS_PUBLISHED,
     QUERIES,
+    USAGE_ITEMS_REJECTED,
     query_label,
     type_label,
 )
@@ -93,6 +97,15 @@ INSTANCES_PERIOD = date(1970, 1, 1)
 
 # How old an unpublished limit event must be before the maintenance loop publishes it.
 OUTBOX_GRACE = timedelta(seconds=15)
+
+# User and instance ids: ULIDs, or what the gateway's routes accept. An id outside this format
+# (a NUL byte from a URL such as /api/instances/%00/status, 10 KB of text) is never stored.
+ID_FORMAT = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+# Most API calls one usage item may carry (one user and instance over one gateway interval);
+# far above what a replica serves, far below the counters' 64-bit range.
+MAX_USAGE_COUNT = 10_000_000
+# Longest instance name kept (the store's column); longer names are cut.
+MAX_NAME_LENGTH = 255
 
 COUNTED = "counted"
 DUPLICATE = "duplicate"
@@ -134,6 +147,17 @@ def _naive(moment: datetime) -> datetime:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment
+
+
+def valid_id(value: Any) -> TypeGuard[str]:
+    """Whether ``value`` is a user or instance id (``ID_FORMAT``)."""
+    return isinstance(value, str) and ID_FORMAT.match(value) is not None
+
+
+def _clean_name(value: Any) -> str:
+    """An instance name as stored: text without NUL bytes (which PostgreSQL refuses), cut to
+    ``MAX_NAME_LENGTH`` characters."""
+    return str(value or "").replace("\x00", "")[:MAX_NAME_LENGTH]
 
 
 def _non_negative_int(value: Any) -> int:
@@ -238,7 +262,7 @@ class StatsService:
                 raise MalformedEvent(f"{kind} without instanceId/userId")
             snapshot_at = str(data.get("updatedAt") or iso_utc(event.occurred_at))
             await self.repo.upsert_instance(
-                conn, instance_id, user_id, str(data.get("name") or ""), snapshot_at
+                conn, instance_id, user_id, _clean_name(data.get("name")), snapshot_at
             )
             if kind == EventType.INSTANCE_CREATED:
                 await self._check_instances(conn, user_id, instance_id, now, pending)
@@ -275,21 +299,80 @@ class StatsService:
     async def _apply_api_usage(
         self, conn: AsyncConnection, event: Event, now: datetime, pending: list[Event]
     ) -> None:
-        try:
-            batch = ApiUsageBatch.model_validate(event.data)
-            day = date.fromisoformat(batch.day)
-        except (ValidationError, ValueError) as exc:
-            raise MalformedEvent(f"malformed usage.api_calls batch: {exc}") from exc
         per_row: dict[tuple[str, str], int] = defaultdict(int)
         per_user: dict[str, int] = defaultdict(int)
-        for item in batch.counts:
-            per_row[(item.user_id, item.instance_id or "")] += item.count
-            per_user[item.user_id] += item.count
+        day = self._usage_day(event)
+        for user_id, instance_id, count in await self._usage_items(conn, event):
+            per_row[(user_id, instance_id)] += count
+            per_user[user_id] += count
         for (user_id, instance_id), count in sorted(per_row.items()):
             await self.repo.add_usage(conn, user_id, instance_id, day, {"api_calls": count})
         for user_id, count in sorted(per_user.items()):
             _, calls = await self.repo.add_user_daily(conn, user_id, day, api_calls=count)
             await self._check_daily(conn, user_id, MAX_API_CALLS, calls, day, None, now, pending)
+
+    @staticmethod
+    def _usage_day(event: Event) -> date:
+        """The batch's ``day``, or the UTC day of the event when it is missing or not a date."""
+        raw = event.data.get("day")
+        try:
+            return date.fromisoformat(raw) if isinstance(raw, str) else utc_day(event.occurred_at)
+        except ValueError:
+            log.warning(
+                "usage.api_calls batch with an invalid day; counted on the event's day", event_id=event.id
+            )
+            return utc_day(event.occurred_at)
+
+    async def _usage_items(self, conn: AsyncConnection, event: Event) -> list[tuple[str, str, int]]:
+        """The countable ``(user id, instance id or "", count)`` items of a usage batch.
+
+        Each item is checked on its own, never failing the batch (every user's calls of an
+        interval), and each refusal is counted in ``wa_stats_api_usage_items_rejected_total``:
+
+        - a ``userId`` that is not an id, or a ``count`` that is not an integer in
+          1..``MAX_USAGE_COUNT``: the item is dropped (nobody to count it for, or no count);
+        - an ``instanceId`` that is not an id, or an instance stats knows to be another user's:
+          the calls are counted for the user without the instance, so a user's statistics never
+          show an instance that is not theirs.
+        """
+        counts = event.data.get("counts")
+        if not isinstance(counts, list):
+            USAGE_ITEMS_REJECTED.labels("malformed").inc()
+            log.warning("usage.api_calls batch without a list of counts", event_id=event.id)
+            return []
+        refused: Counter[str] = Counter()
+        items: list[tuple[str, str, int]] = []
+        for item in counts:
+            if not isinstance(item, dict):
+                refused["malformed"] += 1
+                continue
+            user_id, instance_id, count = item.get("userId"), item.get("instanceId"), item.get("count")
+            if not valid_id(user_id):
+                refused["user_id"] += 1
+                continue
+            if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_USAGE_COUNT:
+                refused["count"] += 1
+                continue
+            if instance_id is None or instance_id == "":
+                instance_id = ""
+            elif not valid_id(instance_id):
+                refused["instance_id"] += 1
+                instance_id = ""
+            items.append((str(user_id), str(instance_id), count))
+        known = await self.repo.instances_named(conn, sorted({i for _, i, _ in items if i}))
+        checked: list[tuple[str, str, int]] = []
+        for user_id, instance_id, count in items:
+            info = known.get(instance_id) if instance_id else None
+            if info is not None and info.user_id and info.user_id != user_id:
+                refused["foreign_instance"] += 1
+                instance_id = ""
+            checked.append((user_id, instance_id, count))
+        if refused:
+            for reason, n in refused.items():
+                USAGE_ITEMS_REJECTED.labels(reason).inc(n)
+            # One line per batch, with counts only: never the items' values.
+            log.warning("usage.api_calls items not counted as sent", event_id=event.id, **dict(refused))
+        return checked
 
     # --- limits -------------------------------------------------------------------------------
 
@@ -527,8 +610,17 @@ class StatsService:
         async with self.repo.read() as conn:
             usage = await self.repo.usage_by_instance(conn, user_id, since)
             owned = {i.instance_id: i for i in await self.repo.instances_of(conn, user_id)}
-            other_ids = sorted(i for i in usage if i and i not in owned)
-            others = await self.repo.instances_named(conn, other_ids)
+            others = await self.repo.instances_named(conn, sorted(i for i in usage if i and i not in owned))
+        # Counters of instances the user no longer owns (deleted) are listed; an instance known to
+        # be someone else's never is (calls attributed to it before attribution was checked count
+        # in the user's totals only).
+        other_ids = sorted(
+            i
+            for i in usage
+            if i
+            and i not in owned
+            and not ((info := others.get(i)) and info.user_id and info.user_id != user_id)
+        )
         total = {c: sum(row[c] for row in usage.values()) for c in COUNTERS}
         rows = []
         for instance_id in sorted(set(owned) | set(other_ids)):
@@ -545,21 +637,30 @@ class StatsService:
         Raises :class:`StatsError` 404 when the instance is unknown, deleted or not the caller's.
         """
         since = period_start(period, self.now(), INSTANCE_PERIODS)
+        if not valid_id(instance_id):
+            raise StatsError(404, "instance not found")
         not_found = StatsError(404, f"instance {instance_id} not found")
         async with self.repo.read() as conn:
             info = await self.repo.instance(conn, instance_id)
+            # Never another known user's counters: only the owner's when stats knows the owner;
+            # otherwise everyone's for an admin and the caller's own for a user (calls another
+            # user made about the same id are theirs, not this caller's to see). Counters of no
+            # known user (events that named none) stay in.
+            counted_for: str | None
             if info is not None:
                 if info.deleted:
                     raise not_found
                 owners = {info.user_id}
+                counted_for = info.user_id or None
             else:
                 owners = await self.repo.instance_usage_owners(conn, instance_id)
                 if not owners:
                     raise not_found
+                counted_for = caller.user_id if caller is not None and not caller.is_admin else None
             if caller is not None and not caller.is_admin and caller.user_id not in owners:
                 raise not_found
-            totals = await self.repo.usage_total(conn, since, instance_id=instance_id)
-            daily = await self.repo.instance_daily(conn, instance_id, since)
+            totals = await self.repo.usage_total(conn, since, instance_id=instance_id, user_id=counted_for)
+            daily = await self.repo.instance_daily(conn, instance_id, since, user_id=counted_for)
         return InstanceStats(
             usage=InstanceUsage(
                 **totals,
@@ -608,6 +709,8 @@ class StatsService:
         caller = query.caller
         is_admin = caller is None or caller.is_admin
         payload = query.payload
+        if caller is not None and not valid_id(caller.user_id):
+            raise StatsError(400, "the caller's user id is not a valid user id")
         if query.name == STATS_USER:
             user_q = UserStatsQuery.model_validate(payload)
             target = _target_user(caller, user_q.user_id, "statistics")
@@ -629,6 +732,7 @@ class StatsService:
             if not is_admin:
                 raise StatsError(403, "administrator rights required")
             set_q = SetLimitsQuery.model_validate(payload)
+            _check_user_id(set_q.user_id)
             return (await self.set_limits(set_q.user_id, set_q.limits)).dump()
         if query.name == STATS_LIMITS_STATE:
             state_q = LimitsStateQuery.model_validate(payload)
@@ -648,12 +752,19 @@ class StatsService:
 STORE_STATUS = SessionQuery.STORE_STATUS.value
 
 
+def _check_user_id(user_id: str) -> None:
+    """Refuse (400) a ``userId`` that is not an id: it is the caller's input, never stored."""
+    if not valid_id(user_id):
+        raise StatsError(400, "userId is not a valid user id")
+
+
 def _target_user(caller: Caller | None, requested: str | None, what: str) -> str:
     """The user a query is about: ``requested`` (admins/internal only) or the caller."""
     if requested is None:
         if caller is None:
             raise StatsError(400, "userId is required")
         return caller.user_id
+    _check_user_id(requested)
     if caller is not None and not caller.is_admin and requested != caller.user_id:
         raise StatsError(403, f"only an administrator may read another user's {what}")
     return requested
