@@ -12,7 +12,17 @@ from datetime import UTC, datetime
 import pytest
 
 from wa_common.netguard import UnsafeURLError, address_refusal, check_url, guarded_client
-from wa_webhooks.service import canonical_json, iso_millis, request_headers, sign, wants, webhook_body
+from wa_webhooks.service import (
+    REDACTED,
+    InvalidHeader,
+    canonical_json,
+    iso_millis,
+    request_headers,
+    safe_error,
+    sign,
+    wants,
+    webhook_body,
+)
 from wa_webhooks.testing import Receiver
 
 NODE = shutil.which("node")
@@ -90,14 +100,16 @@ def test_headers_never_overridden_and_signature() -> None:
         secret="k",
         custom={
             "X-WEBHOOK-ID": "x",
+            "X-Webhook-Other": "x",
             "content-type": "text/plain",
+            "Transfer-Encoding": "chunked",
             "X-Ok": "1",
-            "Bad Name": "v",
-            "X-Crlf": "a\r\nb",
+            "Authorization": "  Bearer a b\tc ",
         },
     )
     assert h == {
         "X-Ok": "1",
+        "Authorization": "Bearer a b\tc",
         "Content-Type": "application/json",
         "User-Agent": h["User-Agent"],
         "X-Webhook-Id": "E1",
@@ -108,6 +120,48 @@ def test_headers_never_overridden_and_signature() -> None:
     assert "X-Webhook-Signature" not in request_headers(
         event_id="E1", event="connected", timestamp="t", body=body, secret=None, custom=None
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "names_header"),
+    [
+        ("Bad Name", "v", "Bad Name"),
+        ("X-Name\r\nX-Injected", "v", "X-Name"),
+        ("", "v", "''"),
+        ("X-" + "n" * 200, "v", "X-nnn"),
+        ("X-Crlf", "a\r\nX-Injected: 1", "X-Crlf"),
+        ("X-Lf", "a\nb", "X-Lf"),
+        ("X-Nul", "Bearer \x00top-secret", "X-Nul"),
+        ("X-Accent", "Café-secret", "X-Accent"),
+        ("X-Emoji", "key-\U0001f511", "X-Emoji"),
+        ("X-Del", "a\x7fb", "X-Del"),
+        ("X-Long", "v" * 9000, "X-Long"),
+    ],
+)
+def test_a_header_http_cannot_carry_fails_the_attempt_naming_it_without_its_value(
+    name: str, value: str, names_header: str
+) -> None:
+    with pytest.raises(InvalidHeader) as caught:
+        request_headers(
+            event_id="E1", event="connected", timestamp="t", body=b"{}", secret="k", custom={name: value}
+        )
+    message = str(caught.value)
+    assert names_header in message
+    assert value not in message and "secret" not in message and "\x00" not in message
+
+
+def test_error_texts_never_carry_secrets_or_control_characters() -> None:
+    secret, token = "s3cr\u00e9t-\U0001f511", "Bearer abc\x00def"
+    text = (
+        f"LocalProtocolError: Illegal header value {token.encode()!r} and {token!r}; "
+        f"key {secret} / {secret!r} at https://hooks.example/T0/B0/XYZ\r\nnext line\x00"
+    )
+    safe = safe_error(text, [secret, token, "https://hooks.example/T0/B0/XYZ", None, "1"])
+    assert "abc" not in safe and "s3cr" not in safe and "XYZ" not in safe
+    assert safe.count(REDACTED) == 5
+    assert not any(ch in safe for ch in "\x00\r\n")
+    assert len(safe_error("x" * 10_000, [])) == 500
+    assert safe_error("lone \ud800 surrogate", []).encode("utf-8")
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from wa_common.schemas.webhooks import (
 from wa_webhooks import models
 from wa_webhooks.outbox import Dispatcher
 from wa_webhooks.repository import NewDelivery, Repository, now_ms
-from wa_webhooks.service import canonical_json, iso_millis
+from wa_webhooks.service import canonical_json, iso_millis, valid_id
 
 NOT_FOUND = "Instance not found"
 
@@ -96,7 +96,8 @@ class WebhooksApi:
         return Reply.failure(400, f"Unknown webhooks operation {request.name!r}")
 
     async def _endpoint(self, request: Request) -> models.Endpoint | None:
-        if not request.instance_id or request.caller is None:
+        # An id that cannot exist is not looked up (a NUL byte would make the store fail): 404.
+        if not valid_id(request.instance_id) or request.caller is None:
             return None
         ep = await self.repo.endpoint(request.instance_id)
         if ep is None or ep.deleted:
@@ -140,7 +141,7 @@ class WebhooksApi:
         ep = await self._endpoint(request)
         if ep is None:
             return Reply.failure(404, NOT_FOUND)
-        original = await self.repo.get_delivery(cmd.delivery_id)
+        original = await self.repo.get_delivery(cmd.delivery_id) if valid_id(cmd.delivery_id) else None
         if original is None or original.instance_id != ep.instance_id:
             return Reply.failure(404, "Delivery not found")
         if original.status == "pending":

@@ -4,6 +4,10 @@ Events: ``instance.created``/``instance.updated`` refresh the settings replica (
 ``updatedAt`` wins), ``instance.deleted`` tombstones it and cancels pending deliveries, webhook
 events go to the outbox. The handler returns (and the message is acked) only after the store
 committed, so an acked event is never lost; a store failure raises and the message is redelivered.
+
+Requests: always answered and acknowledged, never retried into the dead-letter queue — a request
+that is malformed or invalid is the caller's input (400), one that fails unexpectedly gets a 500
+(the caller, with its deadline, decides whether to try again).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from pydantic import ValidationError
 
 from wa_common.bus import Bus, Delivery, Reject, send_reply
 from wa_common.logs import get_logger
-from wa_common.schemas import Event, EventType, Request
+from wa_common.schemas import Event, EventType, Reply, Request
 from wa_common.schemas.events import InstanceDeletedData, InstanceSnapshot
 from wa_webhooks.api import WebhooksApi
 from wa_webhooks.outbox import Dispatcher
@@ -58,9 +62,15 @@ class RequestConsumer:
         try:
             request = Request.from_bytes(delivery.body)
         except ValidationError as exc:
-            raise Reject(f"malformed request: {exc.error_count()} errors") from exc
+            log.info("malformed webhooks request answered 400", errors=exc.error_count())
+            await send_reply(self.bus, delivery, Reply.failure(400, "Malformed request"))
+            return
         if request.expired():
             log.info("request past its deadline dropped", name=request.name)
             return
-        reply = await self.api.handle(request)
+        try:
+            reply = await self.api.handle(request)
+        except Exception:
+            log.exception("webhooks request failed", name=request.name, request_id=request.id)
+            reply = Reply.failure(500, "Webhook deliveries are unavailable right now")
         await send_reply(self.bus, delivery, reply)

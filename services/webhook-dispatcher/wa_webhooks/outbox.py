@@ -13,8 +13,11 @@ claims due rows with a lease (see ``repository``), and runs each as its own task
   attempt, so a delivery another replica took over after a long queueing is not sent twice;
 - one attempt = one ``POST`` through the SSRF-guarded client (no redirects), bounded by
   ``attempt_timeout_s`` overall; 2xx = delivered, anything else (3xx/4xx/5xx, timeout, connection
-  error, refused address) = failed attempt; after 1 + ``maxRetries`` failed attempts the
-  delivery is ``failed``; otherwise it is due again after ``retryInterval`` ms ± ``retry_jitter``.
+  error, refused address, and any exception while building, signing, sending or reading — a
+  custom header HTTP cannot carry, for one) = failed attempt, logged in the attempt log with an
+  error text that never contains the secret, a custom header value or the URL; after
+  1 + ``maxRetries`` failed attempts the delivery is ``failed``; otherwise it is due again after
+  ``retryInterval`` ms ± ``retry_jitter``.
 
 Settings are read from the replica at each attempt: a changed URL, secret or headers apply to
 retries, and a deleted instance or disabled webhooks cancel the pending delivery.
@@ -41,9 +44,11 @@ from wa_webhooks import metrics
 from wa_webhooks.models import Endpoint
 from wa_webhooks.repository import Claimed, NewDelivery, Repository, now_ms
 from wa_webhooks.service import (
+    InvalidHeader,
     iso_millis,
     outcome_of,
     request_headers,
+    safe_error,
     wants,
     webhook_body,
     webhook_data,
@@ -233,7 +238,7 @@ class Dispatcher:
             if ep is not None and ep.url and ep.enabled and not ep.deleted:
                 try:
                     slot = self._slot(ep.url)
-                except (httpx.InvalidURL, ValueError):
+                except Exception:  # any URL httpx cannot parse: its attempt fails and says so
                     slot = None
                 if slot is not None and slot[1].users >= host_limit:
                     busy.append(c)
@@ -304,7 +309,10 @@ class Dispatcher:
                 metrics.DELIVERIES_FINISHED.labels("cancelled").inc()
                 return
             if slot is None:
-                await self._finish(c, ep, self._failed_result(f"invalid webhook URL {ep.url!r}"))
+                # Not the URL itself in the text: a URL may carry a token in its path or query.
+                await self._finish(
+                    c, ep, self._failed_result("invalid webhook URL (not parseable, or no host)")
+                )
                 return
             async with slot[1].sem:
                 # Renew the lease unless the claim's lease still covers this attempt with margin.
@@ -344,25 +352,30 @@ class Dispatcher:
 
     @staticmethod
     def _failed_result(error: str) -> AttemptResult:
+        metrics.ATTEMPTS.labels("error").inc()
         return AttemptResult(None, "error", error, now_ms(), 0.0)
 
     async def _attempt(self, c: Claimed, ep: Endpoint) -> AttemptResult:
-        assert ep.url is not None
-        body = c.body.encode("utf-8")
-        timestamp = iso_millis(datetime.fromtimestamp(c.occurred_at / 1000, UTC))
-        headers = request_headers(
-            event_id=c.event_id,
-            event=c.event,
-            timestamp=timestamp,
-            body=body,
-            secret=ep.secret,
-            custom=ep.headers,
-        )
+        """One HTTP attempt. Never raises (but for cancellation): whatever goes wrong while
+        building the request (headers, signature), sending it or reading the answer is a failed
+        attempt with an error text safe to store, log and show (:func:`safe_error`)."""
         started = now_ms()
         t0 = time.perf_counter()
         status: int | None = None
         error: str | None = None
         try:
+            if not ep.url:
+                raise ValueError("no webhook URL")
+            body = c.body.encode("utf-8")
+            timestamp = iso_millis(datetime.fromtimestamp(c.occurred_at / 1000, UTC))
+            headers = request_headers(
+                event_id=c.event_id,
+                event=c.event,
+                timestamp=timestamp,
+                body=body,
+                secret=ep.secret,
+                custom=ep.headers,
+            )
             async with asyncio.timeout(self.settings.attempt_timeout_s):
                 async with self._client.stream("POST", ep.url, content=body, headers=headers) as resp:
                     status = resp.status_code
@@ -374,10 +387,25 @@ class Dispatcher:
                 error = f"HTTP {status}"
         except (TimeoutError, httpx.TimeoutException):
             outcome, error = "timeout", f"no answer within {self.settings.attempt_timeout_s:g}s"
+        except InvalidHeader as exc:
+            outcome, error = "error", str(exc)
         except UnsafeURLError as exc:
             outcome, error = "error", exc.reason
+        except httpx.LocalProtocolError as exc:
+            # Its text quotes the offending request line or header, value included.
+            outcome, error = "error", f"the request could not be written ({type(exc).__name__})"
         except httpx.HTTPError as exc:
-            outcome, error = "error", f"{type(exc).__name__}: {exc}"[:500]
+            outcome, error = "error", f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            outcome, error = "error", f"the request could not be made ({type(exc).__name__})"
+            log.warning(
+                "webhook attempt failed unexpectedly",
+                delivery_id=c.id,
+                error_type=type(exc).__name__,
+                detail=safe_error(str(exc), _secrets(ep)),
+            )
+        if error is not None:
+            error = safe_error(error, _secrets(ep))
         duration = time.perf_counter() - t0
         metrics.ATTEMPTS.labels(outcome).inc()
         metrics.ATTEMPT_SECONDS.observe(duration)
@@ -445,3 +473,8 @@ class Dispatcher:
             await self._publish(event)
         except Exception as exc:
             log.warning("could not publish webhook outcome event", delivery_id=c.id, error=str(exc))
+
+
+def _secrets(ep: Endpoint) -> list[str | None]:
+    """What an attempt's error text must never contain: the secret, custom header values, the URL."""
+    return [ep.secret, ep.url, *(str(v) for v in (ep.headers or {}).values())]

@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import BaseModel, ValidationError
 
@@ -42,6 +42,8 @@ from wa_common.schemas.events import (
 log = get_logger(__name__)
 
 USER_AGENT = f"wa-webhooks/{__version__}"
+# Headers the dispatcher sets or that frame/route the request: a custom header never replaces
+# them (it is left out, compared case-insensitively), nor does any ``X-Webhook-*`` name.
 RESERVED_HEADERS = frozenset(
     {
         "content-type",
@@ -49,14 +51,27 @@ RESERVED_HEADERS = frozenset(
         "user-agent",
         "host",
         "connection",
+        "keep-alive",
         "transfer-encoding",
-        "x-webhook-signature",
-        "x-webhook-id",
-        "x-webhook-timestamp",
-        "x-webhook-event",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "proxy-connection",
+        "proxy-authorization",
     }
 )
+RESERVED_PREFIX = "x-webhook-"
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 field-name
+# RFC 9110 field-value without obs-text: visible ASCII, with spaces/tabs only inside.
+_FIELD_VALUE = re.compile(r"^(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?$")
+MAX_HEADER_NAME = 128
+MAX_HEADER_VALUE = 8192
+# User and instance ids (ULIDs, or what the gateway's routes accept).
+ID_FORMAT = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+MAX_ERROR_TEXT = 500
+REDACTED = "[redacted]"
 _MAX_SAFE = 2**53 - 1
 _ARRAY_INDEX = re.compile(r"^(0|[1-9][0-9]*)$")
 
@@ -185,13 +200,25 @@ def webhook_data(event: str, data: Mapping[str, Any], instance_id: str) -> dict[
         try:
             return model.model_validate(payload).model_dump(by_alias=True)
         except ValidationError as exc:
-            log.warning("event data does not match the reference; sent as is", event=event, error=str(exc))
+            # Field names only: the values are message contents.
+            fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
+            log.warning("event data does not match the reference; sent as is", event=event, fields=fields)
     return payload
 
 
 def webhook_body(event: str, data: Mapping[str, Any], occurred_at: datetime) -> bytes:
     """The request body ``{"event", "data", "timestamp"}`` as canonical JSON bytes."""
     return canonical_json({"event": event, "data": dict(data), "timestamp": iso_millis(occurred_at)})
+
+
+def valid_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is an id this service may look up (``ID_FORMAT``)."""
+    return isinstance(value, str) and ID_FORMAT.match(value) is not None
+
+
+class InvalidHeader(ValueError):
+    """A custom header that cannot be sent in HTTP. The message names the header, never its
+    value (custom header values are often credentials, e.g. ``Authorization``)."""
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -210,15 +237,29 @@ def request_headers(
 ) -> dict[str, str]:
     """Headers of one webhook request.
 
-    ``custom`` headers come first and never replace ours (compared case-insensitively);
-    a custom header with an invalid name or a CR/LF in its value is skipped.
+    ``custom`` headers come first and never replace ours or those that frame the request
+    (:data:`RESERVED_HEADERS`, ``X-Webhook-*``; compared case-insensitively: left out). A custom
+    header that HTTP cannot carry — a name that is not a token, a value with a line break, another
+    control character or non-ASCII text, or too long — raises :class:`InvalidHeader` (the attempt
+    fails, saying which header): it is never sent altered or silently left out.
     """
     headers: dict[str, str] = {}
-    for name, value in (custom or {}).items():
-        name = str(name)
-        text = str(value)
-        if name.lower() in RESERVED_HEADERS or not _TOKEN.match(name) or "\r" in text or "\n" in text:
+    for raw_name, value in (custom or {}).items():
+        name = str(raw_name)
+        lowered = name.lower()
+        if lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_PREFIX):
             continue
+        if len(name) > MAX_HEADER_NAME or not _TOKEN.match(name):
+            raise InvalidHeader(
+                f"custom header name {name[:40]!r} is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)"
+            )
+        text = str(value).strip(" \t")
+        if len(text) > MAX_HEADER_VALUE or not _FIELD_VALUE.match(text):
+            raise InvalidHeader(
+                f"custom header {name!r} has a value HTTP cannot carry: only visible ASCII "
+                f"characters, spaces and tabs, at most {MAX_HEADER_VALUE} (no line breaks, "
+                "control characters or non-ASCII text)"
+            )
         headers[name] = text
     headers["Content-Type"] = "application/json"
     headers["User-Agent"] = USER_AGENT
@@ -228,6 +269,19 @@ def request_headers(
     if secret:
         headers["X-Webhook-Signature"] = sign(body, secret)
     return headers
+
+
+def safe_error(text: str, secrets: list[str | None]) -> str:
+    """An attempt's error text as stored, logged and shown by the deliveries API: each of
+    ``secrets`` (the webhook secret, custom header values, the URL) replaced by ``[redacted]``
+    — also as Python would quote it in an exception message —, control characters (NUL
+    included) turned into spaces, at most ``MAX_ERROR_TEXT`` characters."""
+    for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
+        for form in {secret, repr(secret)[1:-1], repr(secret.encode("utf-8", "replace"))[2:-1]}:
+            if len(form) >= 3:
+                text = text.replace(form, REDACTED)
+    text = _CONTROL.sub(" ", text).encode("utf-8", "replace").decode("utf-8", "replace")
+    return text[:MAX_ERROR_TEXT]
 
 
 # --- event filter -------------------------------------------------------------------------------
