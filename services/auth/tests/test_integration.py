@@ -26,26 +26,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import wait_for
+from services.auth.tests.processes import ROOT, Proc, start_process, stop_process, wait_ready
 from tests.harness import free_port
 from wa_common.bus import Bus, Delivery
 from wa_common.schemas import Event
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[3]
 INTERNAL_TOKEN = "test-internal-token-0123456789"
 ADMIN = {"email": "root@example.com", "password": "s3cret-admin-pass"}
-
-
-@dataclass
-class Proc:
-    name: str
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
 
 
 @dataclass
@@ -56,52 +45,6 @@ class Stack:
     data_dir: Path
     database_url: str
     amqp_url: str
-
-
-def _start(name: str, module: str, env: dict[str, str], port: int, tmp: Path) -> Proc:
-    log = tmp / f"{name}.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", module], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    return Proc(name, process, f"http://127.0.0.1:{port}", log)
-
-
-def _stop(proc: Proc) -> None:
-    proc.process.terminate()
-    try:
-        proc.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.process.kill()
-        proc.process.wait()
-
-
-async def _ready(proc: Proc, path: str, restart: Any) -> Proc:
-    """Wait until ``path`` answers 200. On a loaded machine the broker handshake can exceed the
-    bus's 10 s connect timeout; a process whose startup failed is then started again (twice)."""
-    attempts = 0
-    async with httpx.AsyncClient(timeout=1.0) as client:
-
-        async def up() -> bool:
-            nonlocal proc, attempts
-            failed = proc.process.poll() is not None or "Application startup failed" in proc.log.read_text(
-                errors="replace"
-            )
-            if failed:
-                attempts += 1
-                if attempts > 2:
-                    raise AssertionError(f"{proc.name} did not start:\n{proc.tail()}")
-                _stop(proc)
-                proc.log.write_text("")
-                proc = restart()
-                return False
-            try:
-                return (await client.get(proc.url + path)).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await wait_for(up, timeout_s=75, interval_s=0.2, message=f"{proc.name} ready")
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +85,7 @@ async def stack(
 
     def launcher(name: str, module: str, env: dict[str, str], port: int) -> Any:
         def launch() -> Proc:
-            procs[name] = _start(name, module, env, port, tmp)
+            procs[name] = start_process(name, module, env, port, tmp)
             return procs[name]
 
         return launch
@@ -153,14 +96,14 @@ async def stack(
     try:
         # All three at once: a gateway tolerates auth not being up yet (it fetches keys on demand).
         auth, gw1, gw2 = await asyncio.gather(
-            _ready(start_auth(), "/readyz", start_auth),
-            _ready(start_gw1(), "/healthz", start_gw1),
-            _ready(start_gw2(), "/healthz", start_gw2),
+            wait_ready(start_auth(), "/readyz", start_auth),
+            wait_ready(start_gw1(), "/healthz", start_gw1),
+            wait_ready(start_gw2(), "/healthz", start_gw2),
         )
         yield Stack(auth, gw1, gw2, tmp / "data", postgres_url, amqp_url)
     finally:
         for proc in procs.values():
-            _stop(proc)
+            stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +248,12 @@ async def test_user_administration(gw1: httpx.AsyncClient, admin: dict[str, Any]
     # Case-insensitive uniqueness.
     dup = await gw1.post(
         "/api/users",
-        json={"email": user["email"].lower(), "password": "12345678", "firstName": "A", "lastName": "B"},
+        json={
+            "email": user["email"].lower(),
+            "password": "another-fine-pass",
+            "firstName": "A",
+            "lastName": "B",
+        },
         headers=auth,
     )
     assert dup.status_code == 409, dup.text

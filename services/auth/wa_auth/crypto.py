@@ -1,7 +1,8 @@
 """Secrets of the auth service: password hashing, API-key sealing, JWT signing.
 
 - Passwords: argon2id (argon2-cffi) with the OWASP Password Storage Cheat Sheet parameters
-  (m=19 MiB, t=2, p=1).
+  (m=19 MiB, t=2, p=1). The ``*_async`` variants run in a worker thread, so a hash (tens of
+  milliseconds of CPU) does not stall the event loop.
 - API keys: ``wak_`` + 43 URL-safe characters (256 random bits). Stored sealed with AES-256-GCM
   (the user id as associated data) and found by HMAC-SHA256; both keys are derived with HKDF from
   ``AUTH_API_KEY_SECRET``.
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -52,8 +54,18 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     """True if ``password`` matches ``password_hash`` (``None``: compare with a dummy, False)."""
     try:
         return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
-    except (VerificationError, InvalidHashError):
+    except (VerificationError, InvalidHashError, UnicodeEncodeError):
         return False
+
+
+async def hash_password_async(password: str) -> str:
+    """:func:`hash_password` in a worker thread."""
+    return await asyncio.to_thread(hash_password, password)
+
+
+async def verify_password_async(password_hash: str | None, password: str) -> bool:
+    """:func:`verify_password` in a worker thread."""
+    return await asyncio.to_thread(verify_password, password_hash, password)
 
 
 def password_needs_rehash(password_hash: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
 from wa_auth.api.errors import install_error_handlers
@@ -21,9 +23,11 @@ def build_app(settings: AuthSettings | None = None) -> FastAPI:
     """The auth service as an ASGI app (started and stopped by its lifespan).
 
     At start it seeds the administrator (``ADMIN_*``) into an empty store and warns while that
-    account still has the shipped default password.
+    account still has the shipped default password. SQLAlchemy's engine never logs statements,
+    whatever ``LOG_LEVEL`` (their parameters are password hashes and sealed API keys).
     """
     settings = settings or AuthSettings()
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
     runtime = Runtime(SERVICE, settings)
     app = create_app(runtime, title="Auth service (internal)")
     install_error_handlers(app)

@@ -1,4 +1,4 @@
-"""SQLAlchemy models of the auth store: users and login failures.
+"""SQLAlchemy models of the auth store: users and failed password checks.
 
 Nothing secret is stored in clear: ``password_hash`` is an argon2id PHC string,
 ``api_key_ciphertext`` is AES-256-GCM (nonce || ciphertext || tag) and ``api_key_digest`` the
@@ -39,7 +39,9 @@ class User(Base):
 
 
 class LoginFailure(Base):
-    """One failed login, counted per ``scope`` (``email`` or ``ip``) and ``subject``."""
+    """One failed password check (login or ``currentPassword``), or one still being verified,
+    counted per ``scope`` and ``subject``: ``user`` (a user id), ``email`` (a lower-cased email
+    naming no account) or ``ip`` (a client address, an IPv6 /64). See ``wa_auth.throttle``."""
 
     __tablename__ = "login_failures"
     __table_args__ = (Index("ix_login_failures_scope_subject_at", "scope", "subject", "at"),)

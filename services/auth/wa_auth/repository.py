@@ -58,8 +58,18 @@ async def count_failures(
     return int(count), (as_utc(oldest) if oldest is not None else None)
 
 
-async def add_failure(session: AsyncSession, scope: str, subject: str, at: datetime) -> None:
-    session.add(LoginFailure(scope=scope, subject=subject, at=at))
+async def add_failure(session: AsyncSession, scope: str, subject: str, at: datetime) -> int:
+    """Record a failure (or an attempt being checked) of ``(scope, subject)``; returns its id."""
+    row = LoginFailure(scope=scope, subject=subject, at=at)
+    session.add(row)
+    await session.flush()
+    return row.id
+
+
+async def delete_failures(session: AsyncSession, ids: list[int]) -> None:
+    """Forget the failures ``ids`` (attempts that turned out right)."""
+    if ids:
+        await session.execute(delete(LoginFailure).where(LoginFailure.id.in_(ids)))
 
 
 async def prune_failures(session: AsyncSession, scope: str, subject: str, before: datetime) -> None:

@@ -1,7 +1,15 @@
 """Logic of the auth service: login with throttling, API keys, user administration, events.
 
 Errors are raised as :class:`AuthError` (HTTP status + human-readable message, ``retry_after_s``
-for 429); routes turn them into responses. Every state change is committed first, then announced
+for 429, ``field`` for a 400 about one field); routes turn them into responses.
+
+Every password check — login and the ``currentPassword`` of a password change — goes through
+one :class:`~wa_auth.throttle.Throttle` (per account and per client address, counted in the auth
+store; 429 with ``Retry-After``), and argon2 runs in a worker thread. Login also applies the
+user's IP allow-list to the client address the gateway reports (``x-wa-client-ip``): a right
+password from elsewhere (or from an unknown address, when the list is not empty) is answered
+403 without token or key, and counts as a failure of that address. New passwords follow
+``wa_auth.policy``. Every state change is committed first, then announced
 on ``wa.events`` (``user.created``, ``user.updated``, ``user.deleted``, ``api_key.rotated``) with
 :class:`wa_common.schemas.events.UserEventData` as data; a failed publish is logged, not raised
 (the gateways' caches expire on their own within their TTL).
@@ -9,8 +17,7 @@ on ``wa.events`` (``user.created``, ``user.updated``, ``user.deleted``, ``api_ke
 
 from __future__ import annotations
 
-import math
-from datetime import timedelta
+import ipaddress
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -20,11 +27,13 @@ from wa_auth import repository as repo
 from wa_auth.crypto import (
     ApiKeyVault,
     TokenSigner,
-    hash_password,
+    hash_password_async,
     password_needs_rehash,
-    verify_password,
+    verify_password_async,
 )
+from wa_auth.errors import AuthError
 from wa_auth.models import User
+from wa_auth.policy import password_problem
 from wa_auth.schemas import (
     ApiKeyView,
     Deleted,
@@ -33,32 +42,47 @@ from wa_auth.schemas import (
     LoginUser,
     Pagination,
     UserCreate,
+    UserFields,
     UserList,
     UserUpdate,
     UserView,
     UserWithKey,
 )
 from wa_auth.settings import DEFAULT_ADMIN_PASSWORD, AuthSettings
+from wa_auth.throttle import Attempt, ClientAddress, Throttle
 from wa_common.bus import Bus
 from wa_common.ids import new_id
 from wa_common.logs import get_logger
 from wa_common.schemas import Caller, Event, EventType, utcnow
 from wa_common.schemas.events import UserEventData
+from wa_common.settings import Profile
 
 log = get_logger(__name__)
 
 INVALID_CREDENTIALS = "invalid email or password"
+ADDRESS_NOT_ALLOWED = "logins from this IP address are not allowed for this account"
 SELF_EDITABLE = frozenset({"first_name", "last_name", "password", "current_password"})
 
+__all__ = ["ADDRESS_NOT_ALLOWED", "INVALID_CREDENTIALS", "AuthError", "AuthService", "address_allowed"]
 
-class AuthError(Exception):
-    """A refusal with an HTTP status (400, 401, 403, 404, 409, 429) and a message for the client."""
 
-    def __init__(self, status: int, message: str, *, retry_after_s: int | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after_s = retry_after_s
+def address_allowed(allowlist: list[str] | None, address: str | None) -> bool:
+    """True if ``allowlist`` is empty or ``address`` is inside one of its networks (an unknown
+    address is inside none)."""
+    if not allowlist:
+        return True
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    for cidr in allowlist:
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            continue
+        if network.version == ip.version and ip in network:
+            return True
+    return False
 
 
 def user_view(user: User) -> UserView:
@@ -99,6 +123,12 @@ class AuthService:
         self.bus = bus
         self.signer = signer
         self.vault = vault
+        self.throttle = Throttle(
+            sessions,
+            window_s=settings.login_window_s,
+            max_per_account=settings.login_max_failures_per_email,
+            max_per_address=settings.login_max_failures_per_ip,
+        )
 
     # ----------------------------------------------------------------- events
 
@@ -120,24 +150,30 @@ class AuthService:
     # ------------------------------------------------------------ first start
 
     async def seed_admin(self) -> None:
-        """Create the administrator from ``ADMIN_*`` if the store has no user (publishes user.created)."""
+        """Create the administrator from ``ADMIN_*`` if the store has no user (publishes user.created).
+
+        ``ADMIN_PASSWORD`` must meet the password policy, except in the ``embedded`` profile
+        (warned about at every start); otherwise the start fails naming the reason.
+        """
         s = self.settings
+        problem = password_problem(s.admin_password, email=s.admin_email)
         async with self.sessions() as session:
             if await repo.count_users(session) > 0:
                 created = None
             else:
-                try:
-                    created = await self._insert_user(
-                        session,
-                        UserCreate(
-                            email=s.admin_email,
-                            password=s.admin_password if len(s.admin_password) >= 8 else "x" * 8,
-                            first_name=s.admin_first_name,
-                            last_name=s.admin_last_name,
-                            role="admin",
-                        ),
-                        password_override=s.admin_password,
+                if problem is not None and s.profile != Profile.EMBEDDED:
+                    raise RuntimeError(
+                        f"ADMIN_PASSWORD {problem} (the password policy exempts the seeded "
+                        "administrator only with WA_PROFILE=embedded)"
                     )
+                fields = UserFields(
+                    email=s.admin_email,
+                    first_name=s.admin_first_name,
+                    last_name=s.admin_last_name,
+                    role="admin",
+                )
+                try:
+                    created = await self._insert_user(session, fields, s.admin_password)
                     await session.commit()
                 except IntegrityError:
                     await session.rollback()  # another replica seeded it first
@@ -145,68 +181,75 @@ class AuthService:
         if created is not None:
             log.info("default administrator created", user_id=created[0].id, email=created[0].email)
             await self._publish(EventType.USER_CREATED, created[0])
-        await self.warn_default_admin_password()
+        await self.warn_weak_admin_password()
 
-    async def warn_default_admin_password(self) -> None:
-        """Log a loud warning while the administrator's password is still the shipped default."""
+    async def warn_weak_admin_password(self) -> None:
+        """Log a loud warning while the administrator's password is still the shipped default, or
+        an ``ADMIN_PASSWORD`` that does not meet the password policy (embedded profile only)."""
+        s = self.settings
+        weak = {DEFAULT_ADMIN_PASSWORD}
+        if password_problem(s.admin_password, email=s.admin_email) is not None:
+            weak.add(s.admin_password)
         async with self.sessions() as session:
-            admin = await repo.get_user_by_email(session, self.settings.admin_email)
-        if admin is not None and verify_password(admin.password_hash, DEFAULT_ADMIN_PASSWORD):
-            log.warning(
-                "SECURITY: the administrator still has the shipped default password; change it now",
-                email=admin.email,
-            )
+            admin = await repo.get_user_by_email(session, s.admin_email)
+        if admin is None:
+            return
+        for candidate in sorted(weak):
+            if await verify_password_async(admin.password_hash, candidate):
+                log.warning(
+                    "SECURITY: the administrator still has the shipped default password or one the "
+                    "password policy refuses (allowed only in the embedded profile); change it now",
+                    email=admin.email,
+                )
+                return
 
     # ------------------------------------------------------------------ login
 
-    async def _throttled(self, session: AsyncSession, scope: str, subject: str, limit: int) -> int | None:
-        """Seconds to wait if ``subject`` reached ``limit`` failures in the window, else None."""
-        now = utcnow()
-        window = timedelta(seconds=self.settings.login_window_s)
-        count, oldest = await repo.count_failures(session, scope, subject, now - window)
-        if count < limit or oldest is None:
-            return None
-        return max(1, math.ceil((oldest + window - now).total_seconds()))
+    async def _check_password(
+        self, account: tuple[str, str], client: ClientAddress, password_hash: str | None, password: str
+    ) -> tuple[bool, Attempt]:
+        """Verify ``password`` under the throttle (429 before any verification at the limit).
 
-    async def login(self, email: str, password: str, client_ip: str | None) -> LoginResponse:
+        A wrong password stays counted as a failure; on a right one the caller settles the
+        returned attempt (``passed``, ``forget`` or ``refused_address``).
+        """
+        attempt = await self.throttle.begin(account, client)
+        return await verify_password_async(password_hash, password) and password_hash is not None, attempt
+
+    async def login(self, email: str, password: str, client: ClientAddress) -> LoginResponse:
         """Token and user (with API key) for valid credentials.
 
-        Raises 429 (``retry_after_s`` set) after ``AUTH_LOGIN_MAX_FAILURES_PER_EMAIL`` failures for
-        the email or ``..._PER_IP`` for the address within ``AUTH_LOGIN_WINDOW_S``; 401 with one
-        message for an unknown email or a wrong password; 401 for a disabled account.
+        Raises 429 (``retry_after_s`` set) once the account has ``AUTH_LOGIN_MAX_FAILURES_PER_EMAIL``
+        failed password checks, or the client address ``..._PER_IP``, within ``AUTH_LOGIN_WINDOW_S``
+        (logins and password changes count alike); 401 with one message for an unknown email or a
+        wrong password; 401 for a disabled account; 403 (``ADDRESS_NOT_ALLOWED``) when the user
+        has an IP allow-list and ``client.address`` is unknown or outside it.
         """
-        s = self.settings
         email_key = email.strip().lower()
         async with self.sessions() as session:
-            waits = [await self._throttled(session, "email", email_key, s.login_max_failures_per_email)]
-            if client_ip:
-                waits.append(await self._throttled(session, "ip", client_ip, s.login_max_failures_per_ip))
-            wait = max((w for w in waits if w is not None), default=None)
-            if wait is not None:
-                log.warning("login throttled", client_ip=client_ip)
-                raise AuthError(429, f"too many failed logins; retry in {wait} s", retry_after_s=wait)
-
             user = await repo.get_user_by_email(session, email_key)
-            ok = verify_password(user.password_hash if user else None, password)
-            if not ok or user is None:
-                now = utcnow()
-                since = now - timedelta(seconds=s.login_window_s)
-                subjects = [("email", email_key)] + ([("ip", client_ip)] if client_ip else [])
-                for scope, subject in subjects:
-                    await repo.add_failure(session, scope, subject, now)
-                    await repo.prune_failures(session, scope, subject, since)
-                await session.commit()
-                log.info("login failed", client_ip=client_ip)
-                raise AuthError(401, INVALID_CREDENTIALS)
-            if not user.active:
-                raise AuthError(401, "this account is disabled")
-            await repo.clear_failures(session, "email", email_key)
-            if password_needs_rehash(user.password_hash):
-                user.password_hash = hash_password(password)
-            await session.commit()
-            api_key = self.vault.open(user.api_key_ciphertext, user.id)
+        account = ("user", user.id) if user is not None else ("email", email_key)
+        ok, attempt = await self._check_password(
+            account, client, user.password_hash if user else None, password
+        )
+        if not ok or user is None:
+            log.info("login failed", client_ip=client.address)
+            raise AuthError(401, INVALID_CREDENTIALS)
+        if not user.active:
+            await self.throttle.forget(attempt)
+            raise AuthError(401, "this account is disabled")
+        if not address_allowed(user.ip_allowlist, client.address):
+            await self.throttle.refused_address(attempt)
+            log.warning(
+                "login refused: address not in the allow-list", user_id=user.id, client_ip=client.address
+            )
+            raise AuthError(403, ADDRESS_NOT_ALLOWED)
+        await self.throttle.passed(attempt)
+        if password_needs_rehash(user.password_hash):
+            await self._rehash(user, password)
+        api_key = self.vault.open(user.api_key_ciphertext, user.id)
         token = self.signer.sign(user_id=user.id, role=user.role, now=utcnow())
-        log.info("login succeeded", user_id=user.id, client_ip=client_ip)
+        log.info("login succeeded", user_id=user.id, client_ip=client.address)
         return LoginResponse(
             token=token,
             user=LoginUser(
@@ -217,6 +260,15 @@ class AuthService:
                 api_key=api_key,
             ),
         )
+
+    async def _rehash(self, user: User, password: str) -> None:
+        """Store a hash with the current parameters (unless the password changed meanwhile)."""
+        new_hash = await hash_password_async(password)
+        async with self.sessions() as session:
+            current = await repo.get_user(session, user.id)
+            if current is not None and current.password_hash == user.password_hash:
+                current.password_hash = new_hash
+                await session.commit()
 
     # --------------------------------------------------------------- identity
 
@@ -255,25 +307,25 @@ class AuthService:
         return user
 
     async def _insert_user(
-        self, session: AsyncSession, body: UserCreate, *, password_override: str | None = None
+        self, session: AsyncSession, fields: UserFields, password: str
     ) -> tuple[User, str]:
-        if await repo.get_user_by_email(session, body.email) is not None:
+        if await repo.get_user_by_email(session, fields.email) is not None:
             raise AuthError(409, "a user with this email already exists")
         now = utcnow()
         user_id = new_id()
         api_key = self.vault.generate()
         user = User(
             id=user_id,
-            email=body.email,
-            email_key=body.email.lower(),
-            first_name=body.first_name,
-            last_name=body.last_name,
-            role=body.role,
-            active=body.active,
-            password_hash=hash_password(password_override or body.password),
+            email=fields.email,
+            email_key=fields.email.lower(),
+            first_name=fields.first_name,
+            last_name=fields.last_name,
+            role=fields.role,
+            active=fields.active,
+            password_hash=await hash_password_async(password),
             api_key_ciphertext=self.vault.seal(api_key, user_id),
             api_key_digest=self.vault.digest(api_key),
-            ip_allowlist=list(body.ip_allowlist),
+            ip_allowlist=list(fields.ip_allowlist),
             created_at=now,
             updated_at=now,
         )
@@ -286,7 +338,7 @@ class AuthService:
         self._require_admin(caller)
         async with self.sessions() as session:
             try:
-                user, api_key = await self._insert_user(session, body)
+                user, api_key = await self._insert_user(session, body, body.password)
                 await session.commit()
             except IntegrityError as exc:
                 raise AuthError(409, "a user with this email already exists") from exc
@@ -315,12 +367,24 @@ class AuthService:
         if removing and user.role == "admin" and user.active and await repo.count_active_admins(session) <= 1:
             raise AuthError(409, "the last active administrator cannot be removed, demoted or disabled")
 
-    async def update_user(self, caller: Caller, user_id: str, body: UserUpdate) -> UserView:
+    async def update_user(
+        self,
+        caller: Caller,
+        user_id: str,
+        body: UserUpdate,
+        client: ClientAddress,
+        *,
+        reported_as: str = "password",
+    ) -> UserView:
         """Change a user.
 
         Admins may set email, names, role, active, password and ipAllowlist. A user may change
         only their own names and password (the latter with ``currentPassword``); any other field
-        is refused with 403 (mass assignment). 409 for a taken email or the last admin.
+        is refused with 403 (mass assignment). Changing one's own password checks
+        ``currentPassword`` under the login throttle (429), 400 naming ``currentPassword`` when it
+        does not match; the new password may not be the account's email (400 naming
+        ``reported_as``, the body's name of the new password). 409 for a taken email, the last
+        admin, or a password that changed while this one was being checked.
         """
         self._require_self_or_admin(caller, user_id)
         fields = {name for name in body.model_fields_set if getattr(body, name) is not None}
@@ -329,13 +393,19 @@ class AuthService:
             if forbidden:
                 names = ", ".join(UserUpdate.model_fields[f].alias or f for f in forbidden)
                 raise AuthError(403, f"users may not change these fields of their account: {names}")
+        checked_hash: str | None = None
+        if body.password is not None:
+            async with self.sessions() as session:
+                target = await self._load(session, user_id)
+            problem = password_problem(body.password, email=body.email or target.email)
+            if problem is not None:
+                raise AuthError(400, problem, field=reported_as)
+            if caller.user_id == user_id:
+                checked_hash = await self._check_current_password(target, body.current_password, client)
         async with self.sessions() as session:
             user = await self._load(session, user_id)
-            if body.password is not None and caller.user_id == user_id:
-                if body.current_password is None:
-                    raise AuthError(400, "currentPassword: required to change your own password")
-                if not verify_password(user.password_hash, body.current_password):
-                    raise AuthError(400, "currentPassword: does not match your password")
+            if checked_hash is not None and user.password_hash != checked_hash:
+                raise AuthError(409, "the password was changed meanwhile; try again")
             demoting = body.role is not None and body.role != "admin"
             disabling = body.active is False
             await self._guard_last_admin(session, user, removing=demoting or disabling)
@@ -352,7 +422,7 @@ class AuthService:
             if body.active is not None:
                 user.active = body.active
             if body.password is not None:
-                user.password_hash = hash_password(body.password)
+                user.password_hash = await hash_password_async(body.password)
                 # Every access token issued so far stops working (the gateways drop their cached
                 # identity on user.updated); tokens have one-second ``iat``, so one issued in the
                 # same second as the change still passes.
@@ -369,18 +439,39 @@ class AuthService:
         log.info("user updated", user_id=user.id, by=caller.user_id, fields=changed)
         return user_view(user)
 
+    async def _check_current_password(
+        self, user: User, current_password: str | None, client: ClientAddress
+    ) -> str:
+        """The hash ``current_password`` matched (throttled like a login); 400 naming
+        ``currentPassword`` when it is missing or does not match, 429 at the limit."""
+        if current_password is None:
+            raise AuthError(400, "required to change your own password", field="currentPassword")
+        ok, attempt = await self._check_password(
+            ("user", user.id), client, user.password_hash, current_password
+        )
+        if not ok:
+            log.info(
+                "password change refused: wrong current password", user_id=user.id, client_ip=client.address
+            )
+            raise AuthError(400, "does not match your password", field="currentPassword")
+        await self.throttle.passed(attempt)
+        return user.password_hash
+
     async def set_ip_allowlist(self, caller: Caller, user_id: str, cidrs: list[str]) -> UserView:
         """Admin only: replace the user's IP allow-list (empty: any address)."""
         self._require_admin(caller)
-        return await self.update_user(caller, user_id, UserUpdate(ip_allowlist=cidrs))
-
-    async def change_own_password(self, caller: Caller, current_password: str, new_password: str) -> None:
-        """The caller's password; 400 if ``current_password`` does not match."""
-        await self.update_user(
-            caller,
-            caller.user_id,
-            UserUpdate(password=new_password, current_password=current_password),
+        return await self.update_user(
+            caller, user_id, UserUpdate.model_construct(ip_allowlist=cidrs), ClientAddress()
         )
+
+    async def change_own_password(
+        self, caller: Caller, current_password: str, new_password: str, client: ClientAddress
+    ) -> None:
+        """The caller's password; 400 if ``current_password`` does not match, 429 when throttled."""
+        # Both already validated by the route's PasswordChange: not validated again (a
+        # validation error here would be a 500).
+        body = UserUpdate.model_construct(password=new_password, current_password=current_password)
+        await self.update_user(caller, caller.user_id, body, client, reported_as="newPassword")
 
     async def rotate_api_key(self, caller: Caller, user_id: str) -> ApiKeyView:
         """Admin, or the user themself: a new API key; the old one stops working at once.

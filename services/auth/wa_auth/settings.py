@@ -3,6 +3,10 @@
 The reference's own names stay unprefixed: ``ADMIN_EMAIL``, ``ADMIN_PASSWORD``,
 ``ADMIN_FIRST_NAME``, ``ADMIN_LAST_NAME`` (the administrator seeded at first start) and
 ``JWT_EXPIRATION`` (token lifetime such as ``24h``, ``30m``, ``7d`` or plain seconds).
+
+Password-check throttling (``AUTH_LOGIN_*``, see ``wa_auth.throttle``) covers logins and the
+``currentPassword`` of password changes alike; "per email" means per account. A settings error
+never shows the offending value (``hide_input_in_errors``): it may be a password or a secret.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ def parse_duration_s(value: str | int | float) -> int:
 
 
 class AuthSettings(StoreSettings):
-    model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="AUTH_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     port: int = Field(8081, ge=0, le=65535)
 
@@ -73,7 +79,8 @@ class AuthSettings(StoreSettings):
     # Where generated material lives when no key/secret is configured (embedded/dev profiles only).
     data_dir: str = "data"
 
-    # Login throttling (failures counted in the auth store, so across replicas).
+    # Throttling of password checks, login and password change alike (failures counted in the
+    # auth store, so across replicas): seconds of the window, failures per account, per address.
     login_window_s: int = Field(60, ge=1)
     login_max_failures_per_email: int = Field(10, ge=1)
     login_max_failures_per_ip: int = Field(50, ge=1)

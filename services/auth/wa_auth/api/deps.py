@@ -1,13 +1,23 @@
-"""Dependencies of the internal routes: the shared token, the caller, the service."""
+"""Dependencies of the internal routes: the shared token, the caller, the client, the service.
+
+- ``x-internal-token``: must equal ``AUTH_INTERNAL_TOKEN`` when one is set (else 401).
+- ``x-wa-caller``: ``{"user_id", "role"}`` JSON set by the gateway; 401 when absent, 400 when it
+  is not a caller identity (``user_id`` must be 1-64 of ``[0-9A-Za-z_-]``).
+- ``x-wa-client-ip``: the end client's address as the gateway saw it; anything that is not an
+  IP address is ignored (the address is then unknown).
+"""
 
 from __future__ import annotations
 
 import hmac
+import re
 
 from fastapi import Header, HTTPException, Request
 from pydantic import ValidationError
 
+from wa_auth.schemas import USER_ID_PATTERN
 from wa_auth.service import AuthService
+from wa_auth.throttle import ClientAddress, normalise_address
 from wa_common.schemas import Caller
 
 INTERNAL_TOKEN_HEADER = "x-internal-token"  # noqa: S105 (a header name)
@@ -33,19 +43,26 @@ async def check_internal_token(
         )
 
 
+_USER_ID = re.compile(USER_ID_PATTERN)
+
+
 async def get_caller(x_wa_caller: str | None = Header(None, include_in_schema=False)) -> Caller:
     """The caller the gateway authenticated (header ``x-wa-caller``: ``{"user_id", "role"}`` JSON)."""
     if not x_wa_caller:
         raise HTTPException(401, detail="no caller identity (x-wa-caller) on an internal call")
     try:
-        return Caller.from_bytes(x_wa_caller)
-    except ValidationError as exc:
+        caller = Caller.from_bytes(x_wa_caller)
+    except (ValidationError, ValueError) as exc:
         raise HTTPException(400, detail="x-wa-caller: not a caller identity") from exc
+    if not _USER_ID.match(caller.user_id):
+        raise HTTPException(400, detail="x-wa-caller: not a caller identity")
+    return caller
 
 
-def client_ip(request: Request) -> str | None:
-    """The end client's address as the gateway saw it, else the peer's address."""
-    forwarded = request.headers.get(CLIENT_IP_HEADER)
-    if forwarded:
-        return forwarded.strip()[:64]
-    return request.client.host if request.client else None
+def client_address(request: Request) -> ClientAddress:
+    """The end client's address as the gateway reported it (``x-wa-client-ip``; ``None`` when
+    absent or not an IP address), with the TCP peer's address."""
+    return ClientAddress(
+        address=normalise_address(request.headers.get(CLIENT_IP_HEADER, "")[:64]),
+        peer=request.client.host if request.client else None,
+    )
