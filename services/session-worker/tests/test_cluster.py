@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from conftest import wait_for
+from conftest import fresh_database, wait_for
 from wa_common.bus import (
     EXCHANGE_COMMANDS,
     QUERY_ROUTING_KEY,
@@ -37,7 +37,6 @@ from wa_common.bus import (
     shard_queue,
 )
 from wa_common.ids import new_id
-from wa_common.migrations import upgrade
 from wa_common.schemas import Caller, Command, Query, Reply
 from wa_common.schemas.envelope import utcnow
 from wa_common.schemas.session import SessionCommand, SessionQuery
@@ -51,25 +50,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(420)
 
 
 @pytest.fixture(scope="module")
-async def cluster_db(postgres_url: str) -> AsyncIterator[str]:
+async def cluster_db() -> AsyncIterator[str]:
     """A database of its own for the cluster (the lease tests reset theirs)."""
-    import asyncpg
-
-    base, _, _ = postgres_url.rpartition("/")
-    name = f"wa_cluster_{new_id().lower()}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = f"{base}/{name}"
-    await asyncio.to_thread(upgrade, "wa_session_worker", url)
-    yield url
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database("wa_test_cluster", migrate="wa_session_worker") as url:
+        yield url
 
 
 class Worker:

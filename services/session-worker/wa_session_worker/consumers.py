@@ -1,62 +1,116 @@
 """Bus consumers of the session worker: shard commands, queries, user events.
 
 Thin glue: parse the message, hand it to :class:`~wa_session_worker.service.core.WorkerService`,
-reply. A malformed message is dead-lettered (:class:`Reject`); an unexpected failure is answered
-with 500 so the caller never waits for its deadline; a failing store raises (redelivery).
+reply. Outcomes of a command or query:
+
+- malformed (not a request at all): answered 400 when it asks for a reply, then dead-lettered
+  (:class:`Reject`), since it is a sender's bug worth keeping;
+- refused input (the worker's edge check, a handler's validation, or a store that cannot hold a
+  value: :func:`~wa_session_worker.failures.is_data_error`): answered 400 and acked;
+  sending the same data again would fail the same way, so it is never retried;
+- the store unreachable (:func:`~wa_session_worker.failures.is_store_unavailable`):
+  raised, so the bus redelivers the message;
+- any other failure: answered 500, so the caller never waits for its deadline.
+
+Logs never carry a request's values nor exception messages (a driver error quotes the value it
+could not store, which may be a webhook secret): only exception types, SQLSTATE codes and frames.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError
+from pydantic_core import PydanticSerializationError
 
 from wa_common.bus import QUERY_QUEUE, SERVICE_QUEUES, Consumer, Delivery, Reject, send_reply
 from wa_common.bus.client import Handler
 from wa_common.logs import get_logger
 from wa_common.schemas import Command, Event, Query, Reply
 from wa_common.schemas.events import EventType, UserEventData
+from wa_session_worker.failures import (
+    data_error_message,
+    describe,
+    is_data_error,
+    is_store_unavailable,
+    log_fields,
+)
 from wa_session_worker.service.core import WorkerService
 
 log = get_logger(__name__)
 
+RequestKind = type[Command] | type[Query]
 
-def _store_failure(exc: BaseException) -> bool:
-    if isinstance(exc, DBAPIError | OSError | TimeoutError):
-        return True
+
+class StoreUnavailable(RuntimeError):
+    """The store failed while handling a request; the bus redelivers it. The message names the
+    failure's types and SQLSTATE only (:func:`describe`), never the driver's text."""
+
+
+def _parse(kind: RequestKind, body: bytes) -> Command | Query:
+    """The request in ``body``; raises ``ValidationError`` when it is none.
+
+    pydantic's JSON parser refuses a lone surrogate escape (``"\\ud800"``), valid JSON that the
+    standard library reads: such a request is parsed that way, so the edge check answers 400
+    naming the field instead of the whole message being dead-lettered unanswered.
+    """
     try:
-        from pymongo.errors import ConnectionFailure
+        return kind.from_bytes(body)
+    except ValidationError as exc:
+        first = exc
+    try:
+        return kind.model_validate(json.loads(body))
+    except (ValueError, RecursionError, ValidationError):
+        raise first from None
 
-        return isinstance(exc, ConnectionFailure)
-    except ImportError:  # pragma: no cover
-        return False
+
+def _short(value: str | None) -> str | None:
+    return value[:64] if value is not None else None
+
+
+async def _answer(service: WorkerService, delivery: Delivery, reply: Reply) -> None:
+    try:
+        reply.to_bytes()
+    except PydanticSerializationError:
+        # Text that cannot be encoded (an unpaired surrogate stored before the edge check).
+        reply = Reply.failure(500, "the answer contains text that cannot be encoded")
+    await send_reply(service.bus, delivery, reply)
 
 
 def _request_handler(
     service: WorkerService,
-    kind: type[Command] | type[Query],
+    kind: RequestKind,
     handle: Callable[[Any], Awaitable[Reply | None]],
 ) -> Handler:
-    """Parse a command or query (malformed: dead-lettered), run ``handle``, reply. A store
-    failure is raised (the message is redelivered); any other error answers 500."""
+    """Parse a command or query, run ``handle``, reply (outcomes: see the module docstring)."""
     label = kind.__name__.lower()
 
     async def on_request(delivery: Delivery) -> None:
         try:
-            request = kind.from_bytes(delivery.body)
+            request = _parse(kind, delivery.body)
         except ValidationError as exc:
-            raise Reject(f"malformed {label}: {exc.error_count()} errors") from exc
+            try:
+                await send_reply(service.bus, delivery, Reply.failure(400, f"malformed {label}"))
+            except Exception as reply_exc:
+                log.warning(f"malformed {label} not answered", error=type(reply_exc).__name__)
+            raise Reject(f"malformed {label}: {exc.error_count()} errors") from None
         try:
             reply = await handle(request)
         except Exception as exc:
-            if _store_failure(exc):
-                raise
-            log.exception(f"{label} failed", name=request.name, instance_id=request.instance_id)
-            reply = Reply.failure(500, f"internal error while handling {request.name}")
+            where = {"name": _short(request.name), "instance_id": _short(request.instance_id)}
+            if is_data_error(exc):
+                log.warning(f"{label} refused: the store cannot hold its data", **where, **log_fields(exc))
+                reply = Reply.failure(400, f"Invalid request: {data_error_message(exc)}")
+            elif is_store_unavailable(exc):
+                log.warning(f"{label} postponed: the store failed", **where, error=describe(exc))
+                raise StoreUnavailable(describe(exc)) from None
+            else:
+                log.error(f"{label} failed", **where, **log_fields(exc))
+                reply = Reply.failure(500, f"internal error while handling {_short(request.name)}")
         if reply is not None:
-            await send_reply(service.bus, delivery, reply)
+            await _answer(service, delivery, reply)
 
     return on_request
 

@@ -15,13 +15,21 @@ import asyncio
 import base64
 import binascii
 import mimetypes
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from wa_common.netguard import UnsafeURLError, check_url, guarded_client
+from wa_common.schemas.session import MAX_FILENAME
+from wa_common.schemas.text import text_problem
+from wa_session_worker.service.guard import MAX_MIMETYPE
 from wa_session_worker.service.views import ApiError
+
+# A MIME type as RFC 6838 names them (restricted-name/restricted-name), within its column.
+_MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+_LENGTH = re.compile(r"[0-9]{1,19}")
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,22 @@ def message_type_for(mimetype: str) -> str:
 
 def _guess_type(filename: str | None) -> str | None:
     return mimetypes.guess_type(filename)[0] if filename else None
+
+
+def _served_type(content_type: str) -> str | None:
+    """A server's Content-Type when it is a plain MIME type that fits the store, else ``None``."""
+    if len(content_type) <= MAX_MIMETYPE and _MIME.fullmatch(content_type):
+        return content_type
+    return None
+
+
+def _url_filename(path: str) -> str | None:
+    """The file name at the end of a URL path, when it is storable text (no control characters,
+    at most ``MAX_FILENAME`` characters); else ``None``."""
+    name = unquote(path.rsplit("/", 1)[-1])
+    if not name or len(name) > MAX_FILENAME or text_problem(name) or not name.isprintable():
+        return None
+    return name
 
 
 def decode_upload(data_base64: str, mimetype: str | None, filename: str | None, max_bytes: int) -> Media:
@@ -74,7 +98,7 @@ async def download(
             400, f"media URL refused: {exc.reason}", [{"field": "url", "message": exc.reason}]
         ) from None
     parts = urlsplit(url)
-    name = filename or (unquote(parts.path.rsplit("/", 1)[-1]) or None)
+    name = filename or _url_filename(parts.path)
     try:
         async with (
             asyncio.timeout(timeout_s),
@@ -86,7 +110,7 @@ async def download(
             if response.status_code >= 400:
                 raise ApiError(400, f"media URL answered HTTP {response.status_code}")
             declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
+            if declared and _LENGTH.fullmatch(declared) and int(declared) > max_bytes:
                 raise ApiError(413, f"media larger than {max_bytes} bytes")
             content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if content_type.startswith("text/html") or content_type == "application/xhtml+xml":
@@ -106,7 +130,6 @@ async def download(
         raise ApiError(502, f"media download failed: {type(exc).__name__}") from None
     if size == 0:
         raise ApiError(400, "media URL returned an empty body")
-    effective = mimetype or (
-        content_type if content_type and content_type != "application/octet-stream" else None
-    )
+    served = _served_type(content_type)
+    effective = mimetype or (served if served != "application/octet-stream" else None)
     return Media(b"".join(chunks), effective or _guess_type(name) or "application/octet-stream", name)

@@ -40,7 +40,8 @@ class WorkerSettings(EngineSettings):
     lease_renew_s: float = Field(2.0, gt=0)
     lease_safety_s: float = Field(3.0, ge=0)
     session_start_concurrency: int = Field(8, ge=1, le=256)
-    media_max_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    # At most 2^31 - 1: a sent file's size is stored in the messages table's INTEGER column.
+    media_max_bytes: int = Field(64 * 1024 * 1024, ge=1, le=2**31 - 1)
     media_timeout_s: float = Field(30.0, gt=0)
     media_allow_private: bool | None = Field(
         None,

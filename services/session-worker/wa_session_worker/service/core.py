@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -60,6 +61,7 @@ from wa_common.schemas.session import (
     UpdateInstance,
 )
 from wa_session_worker import media as media_mod
+from wa_session_worker import models
 from wa_session_worker.engines.base import (
     Connected,
     DeviceRecord,
@@ -92,7 +94,7 @@ from wa_session_worker.repository.base import (
     MessageRec,
     Repository,
 )
-from wa_session_worker.service import outbox, views
+from wa_session_worker.service import guard, outbox, views
 from wa_session_worker.service.views import ApiError
 from wa_session_worker.settings import WorkerSettings
 from wa_session_worker.shards.leases import LeaseStore, wall_clock
@@ -404,6 +406,11 @@ class WorkerService:
         now = utcnow()
         media = msg.media
         at = _from_unix(msg.timestamp)
+        # Text from WhatsApp is made storable (no NUL, no unpaired surrogate, within its column):
+        # a message the store refused would be lost.
+        text = guard.storable(msg.text or (media.caption if media and media.caption else ""))
+        push_name = _fit(msg.push_name, guard.MAX_CONTACT_NAME)
+        msg = replace(msg, push_name=push_name, type=guard.storable(msg.type, _MESSAGE_TYPE_MAX))
         rec = MessageRec(
             id=new_id(),
             instance_id=msg.instance_id,
@@ -415,13 +422,13 @@ class WorkerService:
             timestamp=at,
             created_at=now,
             updated_at=now,
-            content=msg.text or (media.caption if media and media.caption else ""),
+            content=text,
             has_media=media is not None,
-            caption=media.caption if media else None,
-            mime_type=media.mimetype if media else None,
-            file_name=media.filename if media else None,
+            caption=_fit(media.caption, None) if media else None,
+            mime_type=_fit(media.mimetype, guard.MAX_MIMETYPE) if media else None,
+            file_name=_fit(media.filename, _FILE_NAME_MAX) if media else None,
             media_size=media.size if media else None,
-            metadata={"timestamp": msg.timestamp, "pushName": msg.push_name, "sender": msg.sender_jid},
+            metadata={"timestamp": msg.timestamp, "pushName": push_name, "sender": msg.sender_jid},
         )
         meta = {
             "hasMedia": media is not None,
@@ -512,7 +519,11 @@ class WorkerService:
         handler = self._command_handlers().get(cmd.name)
         if handler is None:
             COMMANDS.labels("unknown", "error").inc()
-            return Reply.failure(400, f"unknown command {cmd.name!r}")
+            return Reply.failure(400, f"unknown command {cmd.name[:64]!r}")
+        refused = guard.check_request(cmd)
+        if refused is not None:
+            COMMANDS.labels(cmd.name, "error").inc()
+            return refused
         if not cmd.instance_id:
             return Reply.failure(400, "instance id is required")
         started = time.perf_counter()
@@ -529,7 +540,11 @@ class WorkerService:
         handler = self._query_handlers().get(query.name)
         if handler is None:
             COMMANDS.labels("unknown", "error").inc()
-            return Reply.failure(400, f"unknown query {query.name!r}")
+            return Reply.failure(400, f"unknown query {query.name[:64]!r}")
+        refused = guard.check_request(query)
+        if refused is not None:
+            COMMANDS.labels(query.name, "error").inc()
+            return refused
         started = time.perf_counter()
         reply = await _run(handler, query)
         COMMAND_SECONDS.labels(query.name).observe(time.perf_counter() - started)
@@ -704,7 +719,7 @@ class WorkerService:
     async def pair_phone(self, cmd: Command) -> Reply:
         rec = await self._instance_for(cmd.caller, cmd.instance_id)
         body = PairPhone.model_validate(cmd.payload)
-        phone = views.to_jid(body.phone).split("@", 1)[0]
+        phone = views.to_jid(body.phone, groups=False, lids=False).split("@", 1)[0]
         if rec.status == "connected":
             raise ApiError(409, "instance is already connected")
         if rec.id not in self.sessions:
@@ -873,7 +888,7 @@ class WorkerService:
     async def add_contact(self, cmd: Command) -> Reply:
         rec = await self._instance_for(cmd.caller, cmd.instance_id)
         body = AddContact.model_validate(cmd.payload)
-        phone = views.to_jid(body.phone).split("@", 1)[0]
+        phone = views.to_jid(body.phone, groups=False, lids=False).split("@", 1)[0]
         self._require_session(rec)
         jid = await self.eng.check_number(rec.id, phone)
         if jid is None:
@@ -899,8 +914,8 @@ class WorkerService:
                 rec.id,
                 c.jid,
                 number=c.jid.split("@", 1)[0],
-                name=c.name,
-                push_name=c.push_name,
+                name=_fit(c.name, guard.MAX_CONTACT_NAME),
+                push_name=_fit(c.push_name, guard.MAX_CONTACT_NAME),
                 is_group=c.is_group,
             )
         count = len(contacts)
@@ -913,11 +928,10 @@ class WorkerService:
         rec = await self._instance_for(cmd.caller, cmd.instance_id)
         body = SaveContact.model_validate(cmd.payload)
         if body.is_group:
-            number = body.number.split("@", 1)[0]
-            jid = f"{number}@g.us"
+            jid = views.to_group_jid(body.number, "number")
         else:
             jid = views.to_jid(body.number, "number")
-            number = jid.split("@", 1)[0]
+        number = jid.split("@", 1)[0]
         contact = await self.repo.upsert_contact(
             rec.id,
             jid,
@@ -1112,6 +1126,13 @@ class WorkerService:
 
 _COMMAND_NAMES = {c.value for c in SessionCommand}
 _QUERY_NAMES = {q.value for q in SessionQuery}
+_MESSAGE_TYPE_MAX = guard.column_length(models.messages.c.message_type)
+_FILE_NAME_MAX = guard.column_length(models.messages.c.file_name)
+
+
+def _fit(value: str | None, limit: int | None) -> str | None:
+    """Text from WhatsApp made storable in a column of ``limit`` characters (``None`` stays)."""
+    return guard.storable(value, limit) if value is not None else None
 
 
 def _from_unix(seconds: float) -> Any:

@@ -25,9 +25,10 @@ import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 
-from wa_common.bus import Bus, shard_for
+from wa_common.bus import Bus, PublishError, shard_for
 from wa_common.logs import get_logger
 from wa_common.schemas import Event, utcnow
+from wa_session_worker.failures import describe
 from wa_session_worker.metrics import OUTBOX_PENDING, OUTBOX_RELAYED
 from wa_session_worker.repository.base import OutboxRec, Repository
 
@@ -98,6 +99,12 @@ async def deliver(bus: Bus, event: Event, published: Published) -> bool:
     return True
 
 
+def _safe_error(exc: BaseException) -> str:
+    """A log-safe account of a relay failure: an entry's body holds event data (webhook secrets
+    in instance snapshots), which a parse error or a driver error would quote."""
+    return str(exc) if isinstance(exc, PublishError) else describe(exc)
+
+
 async def relay_once(repo: Repository, bus: Bus, shards: list[int], grace_s: float) -> int:
     """Publish the due entries of ``shards`` (oldest first); returns how many were published.
 
@@ -112,7 +119,7 @@ async def relay_once(repo: Repository, bus: Bus, shards: list[int], grace_s: flo
             await bus.publish_event(event)
             published.append(entry.id)
     except Exception as exc:
-        log.warning("outbox relay interrupted; retrying next round", error=str(exc))
+        log.warning("outbox relay interrupted; retrying next round", error=_safe_error(exc))
     finally:
         if published:
             await repo.outbox_done(published)
@@ -131,5 +138,5 @@ async def relay_loop(
             if shards:
                 await relay_once(repo, bus, shards, grace_s)
         except Exception as exc:
-            log.warning("outbox relay round failed", error=str(exc))
+            log.warning("outbox relay round failed", error=_safe_error(exc))
         await asyncio.sleep(interval_s)

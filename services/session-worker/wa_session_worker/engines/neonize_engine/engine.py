@@ -88,6 +88,7 @@ from wa_session_worker.engines.neonize_engine.translate import (
     translate_receipt,
 )
 from wa_session_worker.engines.settings import EngineSettings
+from wa_session_worker.failures import log_fields
 
 log = get_logger(__name__)
 
@@ -508,9 +509,11 @@ class NeonizeEngine(Engine):
     async def _emit(self, event: EngineEvent) -> None:
         try:
             await asyncio.wait_for(self.on_event(event), CALLBACK_TIMEOUT_S)
-        except Exception:
+        except Exception as exc:
             ENGINE_ERRORS.labels(ENGINE, "callback").inc()
-            log.exception("engine event callback failed", event=type(event).__name__)
+            # No exception message: a store error quotes the value it refused (message text,
+            # device keys).
+            log.error("engine event callback failed", event=type(event).__name__, **log_fields(exc))
 
 
 def _digits(phone: str) -> str:

@@ -93,6 +93,7 @@ from wa_session_worker.engines.base import (
 from wa_session_worker.engines.metrics import ENGINE_ERRORS, SIM_DOUBLE_CONNECTIONS, SIM_EXTERNAL_MESSAGES
 from wa_session_worker.engines.settings import EngineSettings
 from wa_session_worker.engines.simulator.codes import make_device_id, make_pairing_code, make_qr_code
+from wa_session_worker.failures import log_fields
 
 log = get_logger(__name__)
 
@@ -553,9 +554,11 @@ class SimulatorEngine(Engine):
     async def _emit(self, event: EngineEvent) -> None:
         try:
             await self.on_event(event)
-        except Exception:
+        except Exception as exc:
             ENGINE_ERRORS.labels(ENGINE, "callback").inc()
-            log.exception("engine event callback failed", event=type(event).__name__)
+            # No exception message: a store error quotes the value it refused (message text,
+            # device keys).
+            log.error("engine event callback failed", event=type(event).__name__, **log_fields(exc))
 
     async def _publish(self, key: str, body: bytes, *, mandatory: bool) -> None:
         await self.bus.publish(EXCHANGE_SIM, key, body, persistent=False, mandatory=mandatory)
