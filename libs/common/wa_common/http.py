@@ -2,7 +2,8 @@
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streaming bodies and background tasks are unaffected.
 The ``route`` label is the matched route template (``/api/instances/{instance_id}``), never the
-raw path; unmatched requests are labelled ``unmatched``.
+raw path; unmatched requests are labelled ``unmatched``. The request's correlation id is also
+kept in ``request.state.correlation_id``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class ObservabilityMiddleware:
         started = time.perf_counter()
         HTTP_IN_FLIGHT.inc()
         with correlation_scope(cid) as bound:
+            # Kept on the request's state too: a catch-all 500 handler runs in Starlette's
+            # outermost middleware, outside this scope, and still names the id.
+            scope.setdefault("state", {})["correlation_id"] = bound
 
             async def send_wrapper(message: Message) -> None:
                 nonlocal status

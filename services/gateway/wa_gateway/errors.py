@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 
 from wa_common.bus import PublishError, RequestTimeout
 from wa_common.logs import get_correlation_id, get_logger
+from wa_gateway.schemas import ErrorBody
 
 log = get_logger(__name__)
 
@@ -114,8 +115,8 @@ async def _publish_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    cid = get_correlation_id()
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    cid = getattr(request.state, "correlation_id", None) or get_correlation_id()
     log.error("unhandled error", exc_info=exc)
     return error_response(500, f"Internal server error (correlation id {cid})")
 
@@ -139,3 +140,18 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestTimeout, _timeout)
     app.add_exception_handler(PublishError, _publish_error)
     app.add_exception_handler(Exception, _unexpected)
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the error codes a route can answer."""
+    text = {
+        400: "Invalid request (missing or malformed fields, bad phone number, limit above 1000)",
+        401: "Missing, invalid or expired token / API key",
+        403: "Administrator rights required",
+        404: "Instance (or resource) not found, or not the caller's",
+        409: "Conflict with the current state",
+        413: "Request body or file too large",
+        429: "Rate limit or usage limit exceeded (see Retry-After)",
+        503: "No worker or service answered in time; retry later",
+    }
+    return {c: {"model": ErrorBody, "description": text[c]} for c in codes}

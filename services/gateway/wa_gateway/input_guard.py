@@ -4,12 +4,10 @@ Route models bound their own fields (lengths, ranges); this dependency adds the 
 for *every* value a client sends, on every route, including bodies the gateway relays unparsed
 (``/api/auth/*``, ``/api/users/*``):
 
-- no string (path parameter, query parameter, ``Idempotency-Key``, JSON string or object key,
-  form field) contains a NUL character or a lone surrogate (``wa_common.schemas.text``);
-- JSON strings are at most :data:`MAX_STRING` characters, query values :data:`MAX_QUERY_VALUE`;
-- JSON integers lie within +-(2^53 - 1) (:data:`MAX_INT`: what every JSON client represents
-  exactly, and what every store column here holds);
-- JSON nesting is at most :data:`MAX_DEPTH` levels.
+- no path parameter, query parameter (at most :data:`MAX_QUERY_VALUE` characters),
+  ``Idempotency-Key`` or form field contains a NUL character or a lone surrogate;
+- a JSON body follows ``wa_common.schemas.text.json_problems`` (storable text, keys included;
+  bounded strings and nesting; integers within +-(2^53 - 1)).
 
 A violation answers 400 with ``details[].field`` naming the offending value (``body.x.y``
 becomes ``x.y``, as FastAPI's own validation errors do). The parsed JSON body is the one FastAPI
@@ -22,13 +20,10 @@ from typing import Any
 
 from fastapi import Request
 
-from wa_common.schemas.text import text_problem
+from wa_common.schemas.text import MAX_STRING, json_problems, text_problem
 from wa_gateway.errors import ApiError
 
-MAX_STRING = 65_536
 MAX_QUERY_VALUE = 2048
-MAX_INT = 2**53 - 1
-MAX_DEPTH = 32
 
 
 def _refuse(field: str, message: str) -> ApiError:
@@ -43,28 +38,11 @@ def _check_text(field: str, value: str, max_length: int) -> None:
         raise _refuse(field, f"at most {max_length} characters")
 
 
-def check_json(value: Any, field: str = "", depth: int = 0) -> None:
-    """Raise a 400 :class:`ApiError` for the first value of a parsed JSON document that breaks
-    the rules above; ``field`` is the dotted path of ``value`` (empty at the root)."""
-    if depth > MAX_DEPTH:
-        raise _refuse(field or "body", f"nested more than {MAX_DEPTH} levels deep")
-    if isinstance(value, str):
-        _check_text(field or "body", value, MAX_STRING)
-    elif isinstance(value, bool) or value is None or isinstance(value, float):
-        return
-    elif isinstance(value, int):
-        if abs(value) > MAX_INT:
-            raise _refuse(field or "body", f"numbers must lie between -{MAX_INT} and {MAX_INT}")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            name = f"{field}.{key}" if field else str(key)
-            problem = text_problem(str(key))
-            if problem:
-                raise _refuse(field or "body", f"a key {problem}")
-            check_json(item, name, depth + 1)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            check_json(item, f"{field}.{index}" if field else str(index), depth + 1)
+def check_json(value: Any) -> None:
+    """Raise a 400 :class:`ApiError` naming the first value of a parsed JSON document that breaks
+    the rules (``wa_common.schemas.text.json_problems``); the root is named ``body``."""
+    for field, message in json_problems(value):
+        raise _refuse(field or "body", message)
 
 
 def _is_json(content_type: str) -> bool:

@@ -60,9 +60,14 @@ time) carry `Retry-After`.
 """.strip()
 
 PUBLIC_PATHS = frozenset({"/api/auth/login"})
+BODY_ERRORS = {
+    "408": "The request body stopped arriving (GATEWAY_BODY_IDLE_TIMEOUT_S / GATEWAY_BODY_TIMEOUT_S)",
+    "413": "Request body too large",
+}
 GATEWAY_ERRORS = {
     "401": "Missing, invalid or expired token / API key",
-    "429": "Rate limit or usage limit exceeded (see Retry-After)",
+    "403": "The client address is outside the user's IP allow-list (or the route needs the admin role)",
+    "429": "Rate limit or usage limit exceeded, or too many invalid API keys (see Retry-After)",
 }
 
 
@@ -116,13 +121,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                         code, {"description": text, "content": {"application/json": {"schema": error_ref}}}
                     )
             if "requestBody" in op:
-                responses.setdefault(
-                    "413",
-                    {
-                        "description": "Request body too large",
-                        "content": {"application/json": {"schema": error_ref}},
-                    },
-                )
+                for code, text in BODY_ERRORS.items():
+                    responses.setdefault(
+                        code, {"description": text, "content": {"application/json": {"schema": error_ref}}}
+                    )
     for name in ("HTTPValidationError", "ValidationError"):
         components.get("schemas", {}).pop(name, None)
     app.openapi_schema = schema

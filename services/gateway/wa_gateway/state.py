@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -85,20 +85,3 @@ def check_id(value: str, not_found: str) -> str:
     if not _ID.fullmatch(value):
         raise ApiError(404, not_found)
     return value
-
-
-def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for the error codes a route can answer."""
-    from wa_gateway.schemas import ErrorBody
-
-    text = {
-        400: "Invalid request (missing or malformed fields, bad phone number, limit above 1000)",
-        401: "Missing, invalid or expired token / API key",
-        403: "Administrator rights required",
-        404: "Instance (or resource) not found, or not the caller's",
-        409: "Conflict with the current state",
-        413: "Request body or file too large",
-        429: "Rate limit or usage limit exceeded (see Retry-After)",
-        503: "No worker or service answered in time; retry later",
-    }
-    return {c: {"model": ErrorBody, "description": text[c]} for c in codes}

@@ -12,9 +12,9 @@ from wa_common.schemas import Caller
 from wa_common.schemas.session import SessionQuery
 from wa_gateway import schemas as s
 from wa_gateway.backend import relay
-from wa_gateway.errors import ApiError
+from wa_gateway.errors import ApiError, error_responses
 from wa_gateway.service import store_status
-from wa_gateway.state import admin_caller, error_responses, gateway
+from wa_gateway.state import admin_caller, gateway
 
 router = APIRouter(tags=["Administration"])
 AdminDep = Annotated[Caller, Depends(admin_caller)]

@@ -25,10 +25,11 @@ from wa_common.schemas.session import (
 )
 from wa_gateway import schemas as s
 from wa_gateway.backend import relay
+from wa_gateway.errors import error_responses
 from wa_gateway.limits import MAX_INSTANCES
 from wa_gateway.phones import recipient_or_400
 from wa_gateway.service import MAX_PAGE, check_webhook_url, event_names, iso_or_400, refresh_instance_quota
-from wa_gateway.state import api_caller, check_instance_id, error_responses, gateway
+from wa_gateway.state import api_caller, check_instance_id, gateway
 
 router = APIRouter(prefix="/api/instances", tags=["Instances"])
 

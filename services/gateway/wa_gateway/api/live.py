@@ -27,9 +27,9 @@ from starlette.responses import StreamingResponse
 from wa_common.schemas import Caller
 from wa_common.schemas.session import SessionQuery
 from wa_gateway.backend import ensure_ok
-from wa_gateway.errors import ApiError
+from wa_gateway.errors import ApiError, error_responses
 from wa_gateway.live import LiveHub, Subscription, browser_view
-from wa_gateway.state import api_caller, check_instance_id, error_responses, gateway
+from wa_gateway.state import api_caller, check_instance_id, gateway
 
 router = APIRouter(prefix="/api/events", tags=["Live events"])
 CallerDep = Annotated[Caller, Depends(api_caller)]

@@ -23,10 +23,11 @@ from wa_common.schemas.session import (
 )
 from wa_gateway import schemas as s
 from wa_gateway.backend import ensure_ok, relay
+from wa_gateway.errors import error_responses
 from wa_gateway.limits import MAX_MESSAGES_SENT
 from wa_gateway.phones import number_or_400, recipient_or_400
 from wa_gateway.service import MAX_PAGE, b64, qr_response, read_upload
-from wa_gateway.state import api_caller, check_instance_id, error_responses, gateway
+from wa_gateway.state import api_caller, check_instance_id, gateway
 
 CallerDep = Annotated[Caller, Depends(api_caller)]
 IdempotencyKey = Annotated[

@@ -18,8 +18,8 @@ from wa_common.schemas.sim import SimError, normalise_phone
 from wa_common.sim_client import sim_enter_code, sim_scan, sim_send
 from wa_gateway import schemas as s
 from wa_gateway.backend import ensure_ok
-from wa_gateway.errors import ApiError
-from wa_gateway.state import admin_caller, check_instance_id, error_responses, gateway
+from wa_gateway.errors import ApiError, error_responses
+from wa_gateway.state import admin_caller, check_instance_id, gateway
 
 router = APIRouter(prefix="/api/admin/sim", tags=["Simulator (admin)"])
 AdminDep = Annotated[Caller, Depends(admin_caller)]

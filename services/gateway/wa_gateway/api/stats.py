@@ -24,7 +24,8 @@ from wa_common.schemas.stats import (
 )
 from wa_gateway import schemas as s
 from wa_gateway.backend import ensure_ok, relay
-from wa_gateway.state import admin_caller, api_caller, check_id, check_instance_id, error_responses, gateway
+from wa_gateway.errors import error_responses
+from wa_gateway.state import admin_caller, api_caller, check_id, check_instance_id, gateway
 
 router = APIRouter(tags=["Statistics"])
 

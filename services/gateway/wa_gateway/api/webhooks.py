@@ -13,7 +13,8 @@ from wa_common.schemas.session import MAX_SKIP
 from wa_common.schemas.webhooks import ListDeliveries, Redeliver, SendTest, WebhooksOperation
 from wa_gateway import schemas as s
 from wa_gateway.backend import relay
-from wa_gateway.state import api_caller, check_id, check_instance_id, error_responses, gateway
+from wa_gateway.errors import error_responses
+from wa_gateway.state import api_caller, check_id, check_instance_id, gateway
 
 router = APIRouter(prefix="/api/instances", tags=["Webhooks"])
 CallerDep = Annotated[Caller, Depends(api_caller)]

@@ -33,6 +33,7 @@ from wa_common.schemas.session import MAX_SKIP
 from wa_gateway.auth.client import AuthUnavailable
 from wa_gateway.auth.dependencies import auth_layer, get_caller, require_admin
 from wa_gateway.auth.layer import AuthLayer
+from wa_gateway.errors import ApiError, error_responses
 from wa_gateway.input_guard import guard_input
 
 router = APIRouter(prefix="/api")
@@ -60,7 +61,8 @@ UserId = Annotated[str, Path(alias="userId", pattern=r"^[0-9A-Za-z_-]{1,64}$")]
 
 
 def _relay(response: httpx.Response, *, only: tuple[str, ...] | None = None) -> Response:
-    """Auth's answer as the gateway's: the JSON body, or an ``HTTPException`` with its message."""
+    """Auth's answer as the gateway's: the JSON body, or an :class:`ApiError` with its message
+    and ``details`` (which field was refused, and why)."""
     if response.status_code == 204:
         return Response(status_code=204)
     try:
@@ -69,10 +71,16 @@ def _relay(response: httpx.Response, *, only: tuple[str, ...] | None = None) -> 
         body = None
     if response.status_code >= 400:
         message = body.get("error") if isinstance(body, dict) else None
+        details = body.get("details") if isinstance(body, dict) else None
         headers = (
             {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers else None
         )
-        raise HTTPException(response.status_code, detail=message or "request refused", headers=headers)
+        raise ApiError(
+            response.status_code,
+            message if isinstance(message, str) and message else "request refused",
+            details if isinstance(details, list) and details else None,
+            headers,
+        )
     if only is not None and isinstance(body, dict):
         body = {k: body[k] for k in only if k in body}
     return JSONResponse(body, status_code=response.status_code)
@@ -92,31 +100,50 @@ async def _call(layer: AuthLayer, request: Request, method: str, path: str, **kw
     tags=["Authentication"],
     summary="Log in with email and password",
     dependencies=[Depends(guard_input)],
+    responses=error_responses(400, 401, 403, 429, 503),
 )
 async def login(body: JsonObject, request: Request, layer: Layer) -> Response:
     response = await _call(layer, request, "POST", "/internal/login", json=body)
     return _relay(response)
 
 
-@router.get("/auth/me", tags=["Authentication"], summary="The current user")
+@router.get(
+    "/auth/me",
+    tags=["Authentication"],
+    summary="The current user",
+    responses=error_responses(401, 403, 429, 503),
+)
 async def me(request: Request, caller: AnyCaller, layer: Layer) -> Response:
     response = await _call(layer, request, "GET", f"/internal/users/{caller.user_id}", caller=caller)
     return _relay(response, only=("id", "email", "firstName", "lastName", "role"))
 
 
-@router.post("/auth/api-key/rotate", tags=["Authentication"], summary="Replace your API key")
+@router.post(
+    "/auth/api-key/rotate",
+    tags=["Authentication"],
+    summary="Replace your API key",
+    responses=error_responses(401, 403, 429, 503),
+)
 async def rotate_own_key(request: Request, caller: AnyCaller, layer: Layer) -> Response:
     return _relay(
         await _call(layer, request, "POST", f"/internal/users/{caller.user_id}/api-key", caller=caller)
     )
 
 
-@router.post("/auth/password", tags=["Authentication"], summary="Change your password", status_code=204)
+@router.post(
+    "/auth/password",
+    tags=["Authentication"],
+    summary="Change your password",
+    status_code=204,
+    responses=error_responses(400, 401, 403, 409, 429, 503),
+)
 async def change_password(request: Request, body: JsonObject, caller: AnyCaller, layer: Layer) -> Response:
     return _relay(await _call(layer, request, "POST", "/internal/password", json=body, caller=caller))
 
 
-@router.get("/users", tags=["Users"], summary="List users (admin)")
+@router.get(
+    "/users", tags=["Users"], summary="List users (admin)", responses=error_responses(400, 401, 403, 429, 503)
+)
 async def list_users(
     request: Request,
     caller: Admin,
@@ -128,18 +155,39 @@ async def list_users(
     return _relay(await _call(layer, request, "GET", "/internal/users", caller=caller, params=params))
 
 
-@router.post("/users", tags=["Users"], summary="Create a user (admin)", status_code=201)
+@router.post(
+    "/users",
+    tags=["Users"],
+    summary="Create a user (admin)",
+    status_code=201,
+    responses=error_responses(400, 401, 403, 409, 429, 503),
+)
 async def create_user(request: Request, body: JsonObject, caller: Admin, layer: Layer) -> Response:
     return _relay(await _call(layer, request, "POST", "/internal/users", json=body, caller=caller))
 
 
-@router.get("/users/{userId}", tags=["Users"], summary="Get a user (admin, or self)")
+@router.get(
+    "/users/{userId}",
+    tags=["Users"],
+    summary="Get a user (admin, or self)",
+    responses=error_responses(401, 403, 404, 429, 503),
+)
 async def get_user(request: Request, user_id: UserId, caller: AnyCaller, layer: Layer) -> Response:
     return _relay(await _call(layer, request, "GET", f"/internal/users/{user_id}", caller=caller))
 
 
-@router.patch("/users/{userId}", tags=["Users"], summary="Update a user (admin; self: names, password)")
-@router.put("/users/{userId}", tags=["Users"], summary="Update a user (admin; self: names, password)")
+@router.patch(
+    "/users/{userId}",
+    tags=["Users"],
+    summary="Update a user (admin; self: names, password)",
+    responses=error_responses(400, 401, 403, 404, 409, 429, 503),
+)
+@router.put(
+    "/users/{userId}",
+    tags=["Users"],
+    summary="Update a user (admin; self: names, password)",
+    responses=error_responses(400, 401, 403, 404, 409, 429, 503),
+)
 async def update_user(
     request: Request, user_id: UserId, body: JsonObject, caller: AnyCaller, layer: Layer
 ) -> Response:
@@ -148,17 +196,32 @@ async def update_user(
     )
 
 
-@router.delete("/users/{userId}", tags=["Users"], summary="Delete a user and their instances (admin)")
+@router.delete(
+    "/users/{userId}",
+    tags=["Users"],
+    summary="Delete a user and their instances (admin)",
+    responses=error_responses(401, 403, 404, 409, 429, 503),
+)
 async def delete_user(request: Request, user_id: UserId, caller: Admin, layer: Layer) -> Response:
     return _relay(await _call(layer, request, "DELETE", f"/internal/users/{user_id}", caller=caller))
 
 
-@router.post("/users/{userId}/api-key", tags=["Users"], summary="Rotate a user's API key (admin, or self)")
+@router.post(
+    "/users/{userId}/api-key",
+    tags=["Users"],
+    summary="Rotate a user's API key (admin, or self)",
+    responses=error_responses(401, 403, 404, 429, 503),
+)
 async def rotate_key(request: Request, user_id: UserId, caller: AnyCaller, layer: Layer) -> Response:
     return _relay(await _call(layer, request, "POST", f"/internal/users/{user_id}/api-key", caller=caller))
 
 
-@router.put("/users/{userId}/ip-allowlist", tags=["Users"], summary="Set a user's IP allow-list (admin)")
+@router.put(
+    "/users/{userId}/ip-allowlist",
+    tags=["Users"],
+    summary="Set a user's IP allow-list (admin)",
+    responses=error_responses(400, 401, 403, 404, 429, 503),
+)
 async def set_ip_allowlist(
     request: Request, user_id: UserId, body: JsonObject, caller: Admin, layer: Layer
 ) -> Response:
