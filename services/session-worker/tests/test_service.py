@@ -47,8 +47,8 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
 class Ctx:
-    def __init__(self, bus: Bus, rpc: RpcClient, events: list[Event]) -> None:
-        self.bus, self.rpc, self.events = bus, rpc, events
+    def __init__(self, bus: Bus, rpc: RpcClient, events: list[Event], service: Any = None) -> None:
+        self.bus, self.rpc, self.events, self.service = bus, rpc, events, service
 
     async def cmd(
         self, name: str, iid: str, caller: Caller = ALICE, payload: dict[str, Any] | None = None, **kw: Any
@@ -117,7 +117,7 @@ async def ctx(
         await wait_for(
             lambda: len(app.state.shards.owned()) == S, timeout_s=20, message="worker owns all shards"
         )
-        yield Ctx(bus, rpc, events)
+        yield Ctx(bus, rpc, events, app.state.service)
         await bus.close()
 
 
@@ -395,3 +395,19 @@ async def test_media_guard_refuses_private_addresses() -> None:
         )
     with pytest.raises(ApiError):
         await download("file:///etc/passwd", max_bytes=10, timeout_s=2, allow_private=False)
+
+
+async def test_commands_for_unknown_instances_leave_no_lock_behind(ctx: Ctx) -> None:
+    """Each command holds its instance's lock; a command naming a random id (404) must not leave
+    one behind, or a caller could grow the worker's memory without bound."""
+    import gc
+
+    locks = ctx.service._locks
+    before = len(locks)
+    for _ in range(50):
+        reply = await ctx.cmd(C.RECONNECT, new_id())
+        assert reply.status == 404, reply
+    gc.collect()
+    assert len(locks) <= before
+    held = ctx.service.lock("held-instance")
+    assert ctx.service.lock("held-instance") is held  # one lock per instance while referenced

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -143,7 +144,8 @@ class WorkerService:
         self.sessions: dict[str, int] = {}  # instance id -> shard, sessions running here
         self.consumers: dict[int, Consumer] = {}
         self._owners: dict[str, str] = {}  # instance id -> user id (cache for event envelopes)
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Only while a command holds or awaits it: commands naming random ids cannot grow this.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._connected: dict[str, asyncio.Event] = {}  # set while the session is connected
         self._start_sem = asyncio.Semaphore(settings.session_start_concurrency)
         # Published events whose outbox entries are deleted in batches (``main`` runs it).
@@ -158,6 +160,7 @@ class WorkerService:
         return self.engine
 
     def lock(self, instance_id: str) -> asyncio.Lock:
+        """The lock serialising ``instance_id``'s commands (kept while anyone references it)."""
         lock = self._locks.get(instance_id)
         if lock is None:
             lock = self._locks[instance_id] = asyncio.Lock()
@@ -684,7 +687,6 @@ class WorkerService:
                     log.exception("stop during delete failed", instance_id=rec.id)
         await self.repo.delete_instance(rec.id)
         self._owners.pop(rec.id, None)
-        self._locks.pop(rec.id, None)
         self._connected.pop(rec.id, None)
         data = InstanceDeletedData(instance_id=rec.id, user_id=rec.user_id).dump()
         await self._publish(rec.id, rec.user_id, EventType.INSTANCE_DELETED, data, keep_recent=False)
