@@ -37,16 +37,12 @@ install: .venv/.synced
 migrate: install
 	@for s in $(SERVICES); do echo "migrating $$s"; $(PY) -m $$s migrate || exit 1; done
 
+# The banner (gateway URL, admin credentials) is printed by tools/run_system.py once every
+# service answers /readyz; Ctrl-C stops everything and ends without an error line.
 run: install
 	@$(PY) -m wa_common.preflight
 	@$(MAKE) --no-print-directory migrate
-	@echo "================================================================"
-	@echo " Gateway:  http://127.0.0.1:$(GATEWAY_PORT)"
-	@echo " API docs: http://127.0.0.1:$(GATEWAY_PORT)/docs"
-	@echo " Admin:    $(ADMIN_EMAIL) / $(ADMIN_PASSWORD)"
-	@echo " Engine:   $(WA_ENGINE)   Profile: $(WA_PROFILE)   Stop: Ctrl-C"
-	@echo "================================================================"
-	@exec .venv/bin/honcho start -f Procfile
+	@exec $(PY) tools/run_system.py --admin "$(ADMIN_EMAIL) / $(ADMIN_PASSWORD)"
 
 test: install
 	$(PY) -m pytest
@@ -57,7 +53,7 @@ test-unit: install
 lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy libs/common/wa_common services/*/wa_* bench tests conftest.py
+	.venv/bin/mypy libs/common/wa_common services/*/wa_* bench tests tools conftest.py
 
 fmt: install
 	.venv/bin/ruff format .

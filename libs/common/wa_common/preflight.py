@@ -7,6 +7,7 @@ opens within 5 s; otherwise 1, after saying exactly what failed and how to start
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from urllib.parse import urlsplit
@@ -36,6 +37,9 @@ async def check(url: str) -> str | None:
 
 
 def main() -> int:
+    # aiormq logs the failed connection attempt itself; with no handler configured Python would
+    # print it raw before our explanation.
+    logging.getLogger().addHandler(logging.NullHandler())
     url = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
     error = asyncio.run(check(url))
     if error is None:
