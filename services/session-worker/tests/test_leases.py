@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import delete
+from structlog.testing import capture_logs
 
 from conftest import wait_for
 from wa_common.db import create_engine
@@ -177,3 +179,53 @@ async def test_lost_lease_stops_sessions(store: LeaseStore) -> None:
         )
     await wait_for(lambda: 0 not in a.owner.running, timeout_s=3, message="sessions of a lost shard stopped")
     await a.stop()
+
+
+async def test_shard_moves_are_logged_once_per_round(store: LeaseStore) -> None:
+    """A starting worker takes every shard at once: one INFO line per rebalance round names them
+    all (acquired, released, counts); the per-shard steps are DEBUG, so a 192-shard start does not
+    bury the other start-up lines."""
+    a = ShardManager(store, settings("wa"), RecordingOwner("wa"))
+    b = ShardManager(store, settings("wb"), RecordingOwner("wb"))
+    await a.start()
+
+    def loud(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in logs if e["log_level"] != "debug"]
+
+    with capture_logs() as logs:
+        await a.rebalance_once()
+    assert a.owned() == list(range(S))
+    [line] = loud(logs)
+    assert line["log_level"] == "info" and line["event"] == "shards rebalanced", line
+    assert line["acquired"] == list(range(S)) and line["released"] == []
+    assert (line["owned"], line["fair_share"], line["workers"], line["sessions"]) == (S, S, 1, S)
+    per_shard = [e for e in logs if e["event"] == "shard acquired"]
+    assert sorted(e["shard"] for e in per_shard) == list(range(S))
+    assert {e["log_level"] for e in per_shard} == {"debug"}
+
+    with capture_logs() as logs:
+        await a.rebalance_once()
+    assert loud(logs) == [], "a round that moves nothing logs nothing"
+
+    await b.start()
+    with capture_logs() as logs:
+        await a.rebalance_once()  # a second live worker: a gives half of its shards up
+        await b.rebalance_once()
+    gave, took = loud(logs)
+    assert (gave["event"], gave["released"], gave["acquired"], gave["owned"]) == (
+        "shards rebalanced",
+        [4, 5, 6, 7],
+        [],
+        4,
+    )
+    assert (took["acquired"], took["released"], took["owned"], took["workers"]) == ([4, 5, 6, 7], [], 4, 2)
+    assert all(e["log_level"] == "debug" for e in logs if e["event"] == "shard released")
+
+    with capture_logs() as logs:
+        await a.stop()
+        await b.stop()
+    assert [(e["event"], e["released"]) for e in loud(logs)] == [
+        ("shards released", [0, 1, 2, 3]),
+        ("shards released", [4, 5, 6, 7]),
+    ]
+    assert not VIOLATIONS, VIOLATIONS

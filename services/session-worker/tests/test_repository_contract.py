@@ -169,6 +169,12 @@ async def test_recent_events_and_prune(repo: Repository) -> None:
         rec.id, since=T0 + timedelta(seconds=1), types=["message_sent"], limit=10
     )
     assert [e.data["i"] for e in events] == [4, 2] and not more
+    # With "since", a page too small holds the oldest events after it (newest first): a caller
+    # continuing from the newest time it got sees the rest next.
+    events, more = await repo.recent_events(rec.id, since=T0, types=None, limit=2)
+    assert [e.data["i"] for e in events] == [2, 1] and more
+    events, more = await repo.recent_events(rec.id, since=events[0].occurred_at, types=None, limit=2)
+    assert [e.data["i"] for e in events] == [4, 3] and not more
     await repo.prune(T0 + timedelta(seconds=3), T0 - timedelta(days=1))
     events, _ = await repo.recent_events(rec.id, since=None, types=None, limit=10)
     assert [e.data["i"] for e in events] == [4, 3]

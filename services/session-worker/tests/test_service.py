@@ -8,7 +8,7 @@ import asyncio
 import base64
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from wa_common.schemas.envelope import utcnow
 from wa_common.schemas.session import SessionCommand as C
 from wa_common.schemas.session import SessionQuery as Q
 from wa_common.sim_client import sim_scan, sim_send
+from wa_session_worker.engines.base import Message
 from wa_session_worker.main import build_app
 from wa_session_worker.media import download
 from wa_session_worker.service.views import ApiError
@@ -121,7 +122,9 @@ async def ctx(
         await bus.close()
 
 
-async def paired(ctx: Ctx, phone: str, caller: Caller = ALICE, **create: Any) -> str:
+async def paired(
+    ctx: Ctx, phone: str, caller: Caller = ALICE, push_name: str | None = None, **create: Any
+) -> str:
     iid = new_id()
     reply = await ctx.cmd(C.CREATE_INSTANCE, iid, caller, {"name": f"n{phone}", **create})
     assert reply.status == 201, reply
@@ -130,7 +133,7 @@ async def paired(ctx: Ctx, phone: str, caller: Caller = ALICE, **create: Any) ->
         r = await ctx.q(Q.QR, iid, caller)
         return r.data["qrCode"] if r.status == 200 else None
 
-    await sim_scan(ctx.bus, await wait_for(code, timeout_s=10, message="QR"), phone)
+    await sim_scan(ctx.bus, await wait_for(code, timeout_s=10, message="QR"), phone, push_name=push_name)
 
     async def connected() -> bool:
         return (await ctx.q(Q.STATUS, iid, caller)).data["status"] == "connected"
@@ -169,7 +172,9 @@ async def test_instance_lifecycle(ctx: Ctx) -> None:
     detail = (await ctx.q(Q.GET_INSTANCE, iid)).data
     assert detail["webhookSettings"]["maxRetries"] == 5 and detail["webhookSettings"]["secret"] == "s3cret"
     assert detail["webhookSettings"]["instanceId"] == iid
-    assert set(detail["connectionStatus"]) == {"ready", "status", "hasQr"}
+    # The reference's three fields, plus the linked number and push name (null: not linked).
+    assert set(detail["connectionStatus"]) == {"ready", "status", "hasQr", "phone", "pushName"}
+    assert detail["connectionStatus"]["phone"] is None and detail["connectionStatus"]["pushName"] is None
     assert (await ctx.q(Q.GET_INSTANCE, iid, BOB)).status == 404
     assert (await ctx.cmd(C.UPDATE_INSTANCE, iid, BOB, {"name": "x"})).status == 404
 
@@ -411,3 +416,231 @@ async def test_commands_for_unknown_instances_leave_no_lock_behind(ctx: Ctx) -> 
     assert len(locks) <= before
     held = ctx.service.lock("held-instance")
     assert ctx.service.lock("held-instance") is held  # one lock per instance while referenced
+
+
+# --- the events feed, logout, contacts, QR expiry, linked account ---------------------------------
+
+
+async def _feed(ctx: Ctx, iid: str, **query: Any) -> dict[str, Any]:
+    reply = await ctx.q(Q.EVENTS, iid, ALICE, {k: v for k, v in query.items() if v is not None})
+    assert reply.ok, reply
+    return dict(reply.data)
+
+
+async def test_events_feed_polled_with_latest_timestamp_shows_every_sender_once(ctx: Ctx) -> None:
+    """A client polls ``events`` as the reference's usage examples do: ``since`` = the last
+    ``latestTimestamp``, reading ``data.from`` and ``data.body`` of each ``message_received``.
+    Bursts of messages arrive while it polls, larger than its page (``limit``), from engine
+    callbacks running concurrently (as the engines call them: one task per account or chat):
+    it sees every message exactly once, with its sender; sent messages carry ``to``."""
+    a = await paired(ctx, "15550000011")
+    contacts = ["15550008001@s.whatsapp.net", "15550008002@s.whatsapp.net"]
+    expected: dict[str, tuple[str, str]] = {}  # message id -> (from, body)
+    seen: list[tuple[str, str, str]] = []  # (message id, from, body) as the client printed them
+    since: str | None = None
+    injecting = True
+
+    async def poll_once() -> dict[str, Any]:
+        nonlocal since
+        body = await _feed(ctx, a, since=since, limit=5)
+        for event in body["events"]:
+            if event["type"] == "message_received":
+                data = event["data"]
+                seen.append((data["messageId"], data["from"], data["body"]))
+        since = body["latestTimestamp"]  # as naive clients do, even after an empty page
+        return body
+
+    await poll_once()  # the client starts before the messages come
+
+    async def client() -> None:
+        while injecting:
+            await poll_once()
+
+    poller = asyncio.create_task(client())
+    try:
+        now = int(utcnow().timestamp())
+        for batch in range(4):
+            burst = []
+            for i in range(10):
+                sender = contacts[i % 2]
+                message_id = f"3EB0FEED{batch:02d}{i:02d}{new_id()[-8:]}"
+                expected[message_id] = (sender, f"burst {batch} message {i}")
+                burst.append(
+                    Message(
+                        instance_id=a,
+                        message_id=message_id,
+                        chat_jid=sender,
+                        sender_jid=sender,
+                        from_me=False,
+                        timestamp=now,
+                        type="conversation",
+                        text=f"burst {batch} message {i}",
+                        push_name="Feed Tester",
+                    )
+                )
+            await asyncio.gather(*(ctx.service.on_engine_event(m) for m in burst))
+        sent = await ctx.cmd(C.SEND_TEXT, a, ALICE, {"phone": "15550008001", "message": "answer"})
+        assert sent.ok, sent
+    finally:
+        injecting = False
+        await poller
+
+    async def caught_up() -> bool:
+        before = since
+        body = await poll_once()
+        if body["count"] == 0:
+            assert body["latestTimestamp"] == before, "an empty page keeps the client's place"
+        return body["count"] == 0 and not body["hasMore"]
+
+    await wait_for(caught_up, timeout_s=10, message="the client caught up with the feed")
+    ids = [message_id for message_id, _, _ in seen]
+    assert len(ids) == len(set(ids)), "an event was shown twice"
+    assert set(ids) == set(expected), f"missed {set(expected) - set(ids)}"
+    assert all(expected[m] == (sender, body) for m, sender, body in seen)
+
+    everything = await _feed(ctx, a, limit=1000)
+    stamps = [e["timestamp"] for e in everything["events"]]
+    assert len(stamps) == len(set(stamps)), "two events of one instance share a timestamp"
+    assert stamps == sorted(stamps, reverse=True)
+    answer = next(e for e in everything["events"] if e["type"] == "message_sent")["data"]
+    assert answer["to"] == "15550008001@s.whatsapp.net" and answer["remoteJid"] == answer["to"]
+    assert answer["fromMe"] is True and answer["body"] == "answer"
+    received = next(e for e in everything["events"] if e["type"] == "message_received")["data"]
+    assert received["from"] == received["remoteJid"] and received["fromMe"] is False
+
+
+async def test_logout_is_reported_once_with_reason_logout(ctx: Ctx) -> None:
+    iid = await paired(ctx, "15550000012")
+    out = await ctx.cmd(C.LOGOUT, iid)
+    assert out.status == 200 and out.data == {"success": True, "message": f"Instance {iid} logged out"}
+
+    async def disconnected() -> list[dict[str, Any]]:
+        return [e["data"] for e in (await _feed(ctx, iid, types=["disconnected"], limit=100))["events"]]
+
+    assert await disconnected() == [{"instanceId": iid, "reason": "logout", "willReconnect": False}]
+    # A second logout answers as the first and reports nothing new.
+    again = await ctx.cmd(C.LOGOUT, iid)
+    assert again.status == 200 and again.data == out.data
+    assert len(await disconnected()) == 1
+    # On the bus too: an event published after the second logout arrives; one disconnected before it.
+    barrier = await ctx.cmd(C.UPDATE_INSTANCE, iid, ALICE, {"webhookUrl": "https://example.com/after"})
+    assert barrier.ok, barrier
+    await wait_for(lambda: ctx.of("webhook_updated", iid), timeout_s=5, message="barrier event")
+    assert [e.data["reason"] for e in ctx.of("disconnected", iid)] == ["logout"]
+
+    # The QR endpoint says the instance is logged out (still 202), until it is reconnected.
+    qr = await ctx.q(Q.QR, iid)
+    assert qr.status == 202 and qr.data["status"] == "logged_out" and "reconnect" in qr.data["message"]
+    assert set(qr.data) == {"message", "status"}
+    assert (await ctx.cmd(C.RECONNECT, iid)).ok
+
+    async def fresh_code() -> dict[str, Any] | None:
+        reply = await ctx.q(Q.QR, iid)
+        if reply.status == 202:
+            assert reply.data["status"] == "generating", reply.data
+            return None
+        return dict(reply.data)
+
+    code = await wait_for(fresh_code, timeout_s=10, message="a QR code after reconnecting")
+    assert set(code) == {"qrCode", "expiresAt"} and code["qrCode"]
+
+
+async def test_qr_expiry_and_the_linked_account_in_the_connection_status(ctx: Ctx) -> None:
+    iid = new_id()
+    assert (await ctx.cmd(C.CREATE_INSTANCE, iid, ALICE, {"name": "linked"})).status == 201
+
+    async def code() -> dict[str, Any] | None:
+        reply = await ctx.q(Q.QR, iid)
+        if reply.status == 202:
+            assert reply.data == {
+                "message": "QR code generation in progress. Please try again in a few seconds.",
+                "status": "generating",
+            }
+            return None
+        assert reply.status == 200, reply
+        return dict(reply.data)
+
+    shown = await wait_for(code, timeout_s=10, message="QR")
+    assert set(shown) == {"qrCode", "expiresAt"}
+    expires = datetime.fromisoformat(shown["expiresAt"].replace("Z", "+00:00"))
+    assert shown["expiresAt"].endswith("Z") and len(shown["expiresAt"]) == 24
+    # The same instant as the qr_received event's meta (the first code: valid sim_qr_first_s).
+    await wait_for(lambda: ctx.of("qr_received", iid), timeout_s=5)
+    qr_event = ctx.of("qr_received", iid)
+    assert shown["expiresAt"] in [e.meta["expiresAt"] for e in qr_event]
+    assert utcnow() < expires <= utcnow() + timedelta(seconds=61)
+
+    await sim_scan(ctx.bus, shown["qrCode"], "15550000014", push_name="Alice Phone")
+
+    async def connected() -> dict[str, Any] | None:
+        detail = (await ctx.q(Q.GET_INSTANCE, iid)).data
+        return detail if detail["status"] == "connected" else None
+
+    detail = await wait_for(connected, timeout_s=10, message="connected")
+    linked = {
+        "ready": True,
+        "status": "connected",
+        "hasQr": False,
+        "phone": "15550000014",
+        "pushName": "Alice Phone",
+    }
+    assert detail["connectionStatus"] == linked
+    assert (await ctx.q(Q.STATUS, iid)).data["connectionDetails"] == linked
+    listed = (await ctx.q(Q.LIST_INSTANCES, None, ALICE)).data["instances"]
+    assert next(i for i in listed if i["id"] == iid)["connectionStatus"] == linked
+    assert (await ctx.q(Q.QR, iid)).status == 409
+
+    # Resumed from its device record (as on another worker): the same account.
+    assert (await ctx.cmd(C.RECONNECT, iid)).ok
+    detail = await wait_for(connected, timeout_s=10, message="connected again")
+    assert detail["connectionStatus"] == linked
+
+    assert (await ctx.cmd(C.LOGOUT, iid)).ok
+    status = (await ctx.q(Q.STATUS, iid)).data["connectionDetails"]
+    assert status["phone"] is None and status["pushName"] is None and status["status"] == "logged_out"
+
+
+async def test_an_added_contact_shows_by_its_name_in_the_live_contacts(ctx: Ctx) -> None:
+    a = await paired(ctx, "15550000013")
+
+    async def live() -> dict[str, dict[str, Any]]:
+        reply = await ctx.cmd(C.FETCH_CONTACTS, a)
+        assert reply.ok, reply
+        return {c["id"]: c for c in reply.data["contacts"]}
+
+    before = await live()
+    assert "15550007777@s.whatsapp.net" not in before
+    added = await ctx.cmd(C.ADD_CONTACT, a, ALICE, {"phone": "15550007777", "name": "Carol"})
+    assert added.ok and added.data["contact"]["name"] == "Carol", added
+    existing = next(jid for jid, c in before.items() if not c["isGroup"])
+    renamed = await ctx.cmd(C.ADD_CONTACT, a, ALICE, {"phone": existing.split("@")[0], "name": "Renamed"})
+    assert renamed.ok, renamed
+    # Someone who wrote in (known by push name only) is named once added.
+    await sim_send(ctx.bus, "15550006666", "15550000013@s.whatsapp.net", text="hi", push_name="Dave?")
+    await wait_for(
+        lambda: [e for e in ctx.of("message_received", a) if e.data["from"].startswith("15550006666")],
+        timeout_s=5,
+        message="message from 15550006666",
+    )
+    assert (await ctx.cmd(C.ADD_CONTACT, a, ALICE, {"phone": "15550006666", "name": "Dave"})).ok
+
+    after = await live()
+    assert after["15550007777@s.whatsapp.net"] == {
+        "id": "15550007777@s.whatsapp.net",
+        "name": "Carol",
+        "number": "15550007777",
+        "isGroup": False,
+    }
+    assert after[existing]["name"] == "Renamed"
+    assert after["15550006666@s.whatsapp.net"]["name"] == "Dave"
+
+    # Resumed from its device record (as on another worker after a failover): still there.
+    assert (await ctx.cmd(C.RECONNECT, a)).ok
+
+    async def connected() -> bool:
+        return (await ctx.q(Q.STATUS, a)).data["status"] == "connected"
+
+    await wait_for(connected, timeout_s=10, message="connected again")
+    resumed = await live()
+    assert resumed["15550007777@s.whatsapp.net"]["name"] == "Carol"
+    assert resumed[existing]["name"] == "Renamed"

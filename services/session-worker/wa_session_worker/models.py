@@ -2,7 +2,8 @@
 
 Times in document tables are timezone-aware UTC (:class:`UtcDateTime`); lease and membership
 times are Unix seconds (``Float``) so the conditional lease updates compare plain numbers on both
-PostgreSQL and SQLite. Migration ``0002`` creates exactly these tables.
+PostgreSQL and SQLite. Migration ``0002`` creates these tables, ``0003`` adds ``outbox``, ``0004``
+the instance's ``push_name`` and ``qr_expires_at``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ instances = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("last_activity_at", UtcDateTime),
+    Column("push_name", String(256)),  # migration 0004
+    Column("qr_expires_at", UtcDateTime),  # migration 0004
     Index("ix_instances_user", "user_id", "created_at"),
     Index("ix_instances_shard", "shard"),
 )

@@ -107,6 +107,7 @@ class Paired:
 class Connected:
     instance_id: str
     jid: str
+    push_name: str | None = None  # the account's own push name, when the engine knows it
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,14 @@ class Engine(ABC):
     @abstractmethod
     async def check_number(self, instance_id: str, phone: str) -> str | None:
         """The JID of ``phone`` (digits) if it is on WhatsApp, else ``None``."""
+
+    async def add_contact(self, instance_id: str, jid: str, name: str | None) -> DeviceRecord | None:
+        """Save ``jid`` (with ``name``, if given) in the account's contact book as this engine
+        keeps it, so that :meth:`fetch_contacts` shows it by that name. Returns the updated
+        device record when the contact book lives in it (the worker stores it, so a session
+        resumed elsewhere keeps the contact), else ``None``. Default: the engine keeps no contact
+        book of its own (``None``). Raises :class:`SessionNotConnected` or :class:`EngineError`."""
+        return None
 
     @abstractmethod
     async def pair_phone(self, instance_id: str, phone: str) -> str:

@@ -33,6 +33,8 @@ class InstanceRec:
     device_jid: str | None = None
     device_data: dict[str, Any] | None = None
     last_activity_at: datetime | None = None
+    push_name: str | None = None  # the linked account's own name (from the engine)
+    qr_expires_at: datetime | None = None  # when ``qr_code`` stops working
 
 
 @dataclass
@@ -236,7 +238,9 @@ class Repository(ABC):
     async def recent_events(
         self, instance_id: str, *, since: datetime | None, types: list[str] | None, limit: int
     ) -> tuple[list[EventRec], bool]:
-        """Events after ``since``, newest first, at most ``limit``; and whether more matched."""
+        """At most ``limit`` events, newest first, and whether more matched: without ``since``
+        the newest ones; with it, the oldest ones after ``since`` (so a caller that continues
+        from the newest time it got sees every event once)."""
 
     @abstractmethod
     async def prune(self, events_before: datetime, idempotency_before: datetime) -> int:

@@ -302,11 +302,16 @@ class MongoRepository(Repository):
             query["occurred_at"] = {"$gt": since}
         if types:
             query["type"] = {"$in": types}
+        # Without "since" the newest events; with it the oldest after it (continuation).
+        direction = DESCENDING if since is None else ASCENDING
         cursor = (
-            self.events.find(query).sort([("occurred_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1)
+            self.events.find(query).sort([("occurred_at", direction), ("_id", direction)]).limit(limit + 1)
         )
         docs = [d async for d in cursor]
-        return [_rec(EventRec, d) for d in docs[:limit]], len(docs) > limit
+        page = [_rec(EventRec, d) for d in docs[:limit]]
+        if since is not None:
+            page.reverse()
+        return page, len(docs) > limit
 
     async def prune(self, events_before: datetime, idempotency_before: datetime) -> int:
         a = await self.events.delete_many({"occurred_at": {"$lt": events_before}})

@@ -300,13 +300,17 @@ class SqlRepository(Repository):
             conds.append(t.c.occurred_at > since)
         if types:
             conds.append(t.c.type.in_(types))
+        # Without "since" the newest events; with it the oldest after it (continuation).
+        if since is None:
+            order = (t.c.occurred_at.desc(), t.c.id.desc())
+        else:
+            order = (t.c.occurred_at.asc(), t.c.id.asc())
         async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(t).where(*conds).order_by(t.c.occurred_at.desc(), t.c.id.desc()).limit(limit + 1)
-                )
-            ).all()
-        return [_rec(EventRec, r) for r in rows[:limit]], len(rows) > limit
+            rows = (await conn.execute(select(t).where(*conds).order_by(*order).limit(limit + 1))).all()
+        page = [_rec(EventRec, r) for r in rows[:limit]]
+        if since is not None:
+            page.reverse()
+        return page, len(rows) > limit
 
     async def prune(self, events_before: datetime, idempotency_before: datetime) -> int:
         async with self.engine.begin() as conn:

@@ -19,8 +19,8 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -105,6 +105,8 @@ log = get_logger(__name__)
 CONNECT_WAIT_S = 10.0  # longest a command waits for a session that is still connecting
 CONSUMER_DRAIN_S = 30.0  # longest wait for in-flight commands when a shard queue is released
 
+T = TypeVar("T")
+
 _STATUS_RANK = {"pending": 0, "received": 1, "sent": 1, "delivered": 2, "read": 3, "played": 4}
 _SEND_COMMANDS = {SessionCommand.SEND_TEXT, SessionCommand.SEND_MEDIA}
 
@@ -147,6 +149,10 @@ class WorkerService:
         # Only while a command holds or awaits it: commands naming random ids cannot grow this.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._connected: dict[str, asyncio.Event] = {}  # set while the session is connected
+        # The events feed's clock (see _stamped): per instance, the time of its newest kept event
+        # and the lock that orders its kept events' writes.
+        self._stamps: dict[str, datetime] = {}
+        self._stamp_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._start_sem = asyncio.Semaphore(settings.session_start_concurrency)
         # Published events whose outbox entries are deleted in batches (``main`` runs it).
         self.published = outbox.Published(repo)
@@ -207,6 +213,41 @@ class WorkerService:
                 user = self._owners[instance_id] = rec.user_id
         return user
 
+    async def _stamped(self, instance_id: str, write: Callable[[datetime], Awaitable[T]]) -> T:
+        """Run ``write(at)``, the store write of an event kept for the events feed, with ``at``
+        its time: a whole millisecond later than every earlier kept event of the instance (its
+        newest stored one after a restart or a shard move), and written before the next one of
+        the instance is stamped.
+
+        The feed shows times in milliseconds and ``since`` means "after that millisecond": so
+        an instance's feed times follow the order its events were committed and no two are
+        equal, and a client passing back ``latestTimestamp`` never sees an event twice nor
+        misses one that was committed after its poll (with stamps taken before a write, a late
+        commit could fall behind the client's ``since``; two events in one millisecond could
+        be split by a poll).
+        """
+        lock = self._stamp_locks.get(instance_id)
+        if lock is None:
+            lock = self._stamp_locks[instance_id] = asyncio.Lock()
+        async with lock:
+            last = self._stamps.get(instance_id)
+            if last is None:
+                newest, _ = await self.repo.recent_events(instance_id, since=None, types=None, limit=1)
+                last = newest[0].occurred_at if newest else None
+            at = _whole_ms(utcnow())
+            if last is not None and at <= last:
+                at = _whole_ms(last) + timedelta(milliseconds=1)
+            self._stamps[instance_id] = at
+            return await write(at)
+
+    def _forget_stamps(self, shard: int | None = None, instance_id: str | None = None) -> None:
+        """Drop cached feed times (another worker may write the instance's events next)."""
+        if instance_id is not None:
+            self._stamps.pop(instance_id, None)
+        if shard is not None:
+            for iid in [i for i in self._stamps if shard_for(i, self.settings.shard_count) == shard]:
+                self._stamps.pop(iid, None)
+
     async def _publish(
         self,
         instance_id: str,
@@ -220,13 +261,30 @@ class WorkerService:
     ) -> None:
         """Stage the event (outbox entry, and the recent-event row for the polling endpoint, in
         one step), then publish it; an unconfirmed event is published by the outbox relay."""
-        event = Event(type=type_, instance_id=instance_id, user_id=user_id, data=data, meta=meta or {})
-        kept = (
-            EventRec(event.id, instance_id, type_, event.occurred_at, recent if recent is not None else data)
-            if keep_recent
-            else None
-        )
-        await self.repo.stage_event(kept, outbox.pending(event, self.settings.shard_count))
+        shards = self.settings.shard_count
+
+        def build(at: datetime | None = None) -> Event:
+            return Event(
+                type=type_,
+                instance_id=instance_id,
+                user_id=user_id,
+                data=data,
+                meta=meta or {},
+                **({"occurred_at": at} if at is not None else {}),
+            )
+
+        if not keep_recent:
+            event = build()
+            await self.repo.stage_event(None, outbox.pending(event, shards))
+        else:
+
+            async def write(at: datetime) -> Event:
+                event = build(at)
+                kept = EventRec(event.id, instance_id, type_, at, recent if recent is not None else data)
+                await self.repo.stage_event(kept, outbox.pending(event, shards))
+                return event
+
+            event = await self._stamped(instance_id, write)
         await outbox.deliver(self.bus, event, self.published)
 
     def owned_shards(self) -> list[int]:
@@ -260,7 +318,7 @@ class WorkerService:
             raise RuntimeError("command handler not set")
         self.consumers[shard] = await self.bus.consume(shard_queue(shard), self.command_handler)
         FAILOVER_START_SECONDS.observe(time.monotonic() - started)
-        log.info(
+        log.debug(
             "shard started",
             shard=shard,
             sessions=len(resumable),
@@ -291,7 +349,8 @@ class WorkerService:
         else:
             await drain()
             await stop()
-        log.info("shard stopped", shard=shard, sessions=len(ids), urgent=urgent)
+        self._forget_stamps(shard=shard)
+        log.debug("shard stopped", shard=shard, sessions=len(ids), urgent=urgent)
 
     async def _start_session(self, rec: InstanceRec, *, reason: str) -> None:
         if reason != "takeover" and rec.shard not in self.consumers:
@@ -342,14 +401,15 @@ class WorkerService:
         if isinstance(event, QrCode):
             if not running:
                 return
+            expires_at = now + timedelta(seconds=event.expires_in_s)
             await self.repo.update_instance(
-                instance_id, status="qr", qr_code=event.code, last_activity_at=now
+                instance_id, status="qr", qr_code=event.code, qr_expires_at=expires_at, last_activity_at=now
             )
             await self._activity(instance_id, "qr_received", {"attempt": event.attempt})
             data = QrReceivedData(instance_id=instance_id, qr_code=event.code).dump()
             # When the code stops working (meta: not part of the webhook payload; the gateway's
-            # live stream shows it so the dashboard's countdown is exact).
-            expires = views.iso(now + timedelta(seconds=event.expires_in_s))
+            # live stream shows it so the dashboard's countdown is exact; GET .../qr too).
+            expires = views.iso(expires_at)
             await self._publish(
                 instance_id, user_id, EventType.QR_RECEIVED, data, meta={"expiresAt": expires}
             )
@@ -358,6 +418,7 @@ class WorkerService:
                 instance_id,
                 device_jid=event.device.jid,
                 device_data=dict(event.device.data),
+                push_name=_fit(event.push_name, guard.MAX_PUSH_NAME),
                 last_activity_at=now,
             )
             await self._activity(
@@ -368,9 +429,15 @@ class WorkerService:
         elif isinstance(event, Connected):
             if not running:
                 return
-            await self.repo.update_instance(
-                instance_id, status="connected", qr_code=None, last_activity_at=now
-            )
+            fields: dict[str, Any] = {
+                "status": "connected",
+                "qr_code": None,
+                "qr_expires_at": None,
+                "last_activity_at": now,
+            }
+            if event.push_name is not None:
+                fields["push_name"] = _fit(event.push_name, guard.MAX_PUSH_NAME)
+            await self.repo.update_instance(instance_id, **fields)
             await self._activity(instance_id, "connected", {"jid": event.jid})
             await self._publish(
                 instance_id, user_id, EventType.CONNECTED, ConnectedData(instance_id=instance_id).dump()
@@ -393,9 +460,9 @@ class WorkerService:
             if not running:
                 return
             self.sessions.pop(instance_id, None)
-            fields: dict[str, Any] = {"status": "logged_out", "qr_code": None, "last_activity_at": now}
+            fields = {"status": "logged_out", "qr_code": None, "qr_expires_at": None, "last_activity_at": now}
             if event.reason != "qr_timeout":
-                fields.update(device_jid=None, device_data=None)
+                fields.update(device_jid=None, device_data=None, push_name=None)
             await self.repo.update_instance(instance_id, **fields)
             await self._activity(instance_id, "logged_out", {"reason": event.reason})
             data = DisconnectedData(instance_id=instance_id, reason=event.reason, will_reconnect=False).dump()
@@ -438,7 +505,9 @@ class WorkerService:
             "mediaSize": media.size if media else 0,
             "mimeType": rec.mime_type,
         }
-        recent = {
+        # The events feed's data: the reference's fields, plus "from" (received) or "to" (sent) as
+        # the webhook payloads carry them.
+        recent: dict[str, Any] = {
             "instanceId": msg.instance_id,
             "messageId": msg.message_id,
             "remoteJid": msg.chat_jid,
@@ -449,6 +518,7 @@ class WorkerService:
             "metadata": {"pushName": msg.push_name, "timestamp": msg.timestamp},
         }
         if msg.from_me:
+            recent["to"] = msg.chat_jid
             data = MessageSentData(
                 instance_id=msg.instance_id,
                 message_id=msg.message_id,
@@ -460,10 +530,11 @@ class WorkerService:
             ).dump()
             type_ = EventType.MESSAGE_SENT
         else:
+            recent["from"] = msg.sender_jid if msg.is_group else msg.chat_jid
             data = MessageReceivedData(
                 instance_id=msg.instance_id,
                 message_id=msg.message_id,
-                from_=msg.sender_jid if msg.is_group else msg.chat_jid,
+                from_=recent["from"],
                 body=rec.content,
                 type=msg.type,
                 timestamp=msg.timestamp,
@@ -471,12 +542,20 @@ class WorkerService:
                 push_name=msg.push_name,
             ).dump()
             type_ = EventType.MESSAGE_RECEIVED
-        event = Event(type=type_, instance_id=msg.instance_id, user_id=user_id, data=data, meta=meta)
-        kept = EventRec(event.id, msg.instance_id, type_, event.occurred_at, recent)
-        staged = outbox.pending(event, self.settings.shard_count)
-        if not await self.repo.record_message(rec, kept, staged):
-            return  # already stored (our own send, or a redelivered event)
-        await outbox.deliver(self.bus, event, self.published)
+
+        async def write(at: datetime) -> Event | None:
+            event = Event(
+                type=type_, instance_id=msg.instance_id, user_id=user_id, data=data, meta=meta, occurred_at=at
+            )
+            kept = EventRec(event.id, msg.instance_id, type_, at, recent)
+            staged = outbox.pending(event, self.settings.shard_count)
+            if not await self.repo.record_message(rec, kept, staged):
+                return None  # already stored (our own send, or a redelivered event)
+            return event
+
+        event = await self._stamped(msg.instance_id, write)
+        if event is not None:
+            await outbox.deliver(self.bus, event, self.published)
 
     async def _on_receipt(self, receipt: Receipt, user_id: str) -> None:
         rank = _STATUS_RANK.get(receipt.status)
@@ -688,6 +767,7 @@ class WorkerService:
         await self.repo.delete_instance(rec.id)
         self._owners.pop(rec.id, None)
         self._connected.pop(rec.id, None)
+        self._forget_stamps(instance_id=rec.id)
         data = InstanceDeletedData(instance_id=rec.id, user_id=rec.user_id).dump()
         await self._publish(rec.id, rec.user_id, EventType.INSTANCE_DELETED, data, keep_recent=False)
         return Reply.success({"success": True, "message": f"Instance {rec.id} deleted successfully"})
@@ -696,7 +776,9 @@ class WorkerService:
         rec = await self._instance_for(cmd.caller, cmd.instance_id)
         await self._stop_session(rec.id)
         rec = (
-            await self.repo.update_instance(rec.id, status="connecting", qr_code=None, updated_at=utcnow())
+            await self.repo.update_instance(
+                rec.id, status="connecting", qr_code=None, qr_expires_at=None, updated_at=utcnow()
+            )
             or rec
         )
         await self._activity(rec.id, "reconnect", {"withDevice": bool(rec.device_jid)})
@@ -704,19 +786,36 @@ class WorkerService:
         return Reply.success({"success": True, "message": f"Instance {rec.id} reconnected"})
 
     async def logout(self, cmd: Command) -> Reply:
+        """Unlink the device and stop the session: ``disconnected`` with ``reason: "logout"``
+        (the reference's example). An instance already logged out (no session here, no device)
+        answers the same 200 and emits nothing: its ``disconnected`` was already sent.
+
+        The event is staged before the instance is marked logged out: a run interrupted between
+        the two is repeated in full by the redelivered command (at worst a second event, never
+        a lost one)."""
         rec = await self._instance_for(cmd.caller, cmd.instance_id)
+        answer = Reply.success({"success": True, "message": f"Instance {rec.id} logged out"})
         was_running = self.sessions.pop(rec.id, None) is not None
+        if not was_running and not rec.device_jid and rec.status == "logged_out":
+            return answer
         if was_running or rec.device_jid:
             with contextlib.suppress(SessionNotConnected):
                 await self.eng.logout(rec.id)
+        data = DisconnectedData(instance_id=rec.id, reason="logout", will_reconnect=False).dump()
+        await self._publish(rec.id, rec.user_id, EventType.DISCONNECTED, data)
         now = utcnow()
         await self.repo.update_instance(
-            rec.id, status="logged_out", qr_code=None, device_jid=None, device_data=None, last_activity_at=now
+            rec.id,
+            status="logged_out",
+            qr_code=None,
+            qr_expires_at=None,
+            device_jid=None,
+            device_data=None,
+            push_name=None,
+            last_activity_at=now,
         )
         await self._activity(rec.id, "logged_out", {"reason": "logout"})
-        data = DisconnectedData(instance_id=rec.id, reason="logged_out", will_reconnect=False).dump()
-        await self._publish(rec.id, rec.user_id, EventType.DISCONNECTED, data)
-        return Reply.success({"success": True, "message": f"Instance {rec.id} logged out"})
+        return answer
 
     async def pair_phone(self, cmd: Command) -> Reply:
         rec = await self._instance_for(cmd.caller, cmd.instance_id)
@@ -848,20 +947,32 @@ class WorkerService:
             "messageId": result.message_id,
             "remoteJid": jid,
             "fromMe": True,
+            "to": jid,
             "body": body,
             "hasMedia": has_media,
             "status": "sent",
             "metadata": {"timestamp": result.timestamp},
         }
         meta = {"hasMedia": has_media, "mediaSize": media_size or 0, "mimeType": mime_type}
-        event = Event(
-            type=EventType.MESSAGE_SENT, instance_id=rec.id, user_id=rec.user_id, data=data, meta=meta
-        )
-        kept = EventRec(event.id, rec.id, event.type, event.occurred_at, recent)
-        staged = outbox.pending(event, self.settings.shard_count)
-        if not await self.repo.record_message(msg, kept, staged):
-            return  # the engine already reported it (Message event with from_me)
-        await outbox.deliver(self.bus, event, self.published)
+
+        async def write(at: datetime) -> Event | None:
+            event = Event(
+                type=EventType.MESSAGE_SENT,
+                instance_id=rec.id,
+                user_id=rec.user_id,
+                data=data,
+                meta=meta,
+                occurred_at=at,
+            )
+            kept = EventRec(event.id, rec.id, event.type, at, recent)
+            staged = outbox.pending(event, self.settings.shard_count)
+            if not await self.repo.record_message(msg, kept, staged):
+                return None  # the engine already reported it (Message event with from_me)
+            return event
+
+        event = await self._stamped(rec.id, write)
+        if event is not None:
+            await outbox.deliver(self.bus, event, self.published)
 
     # --- contacts -----------------------------------------------------------------------------
 
@@ -898,6 +1009,11 @@ class WorkerService:
                 400, f"{phone} is not on WhatsApp", [{"field": "phone", "message": "not on WhatsApp"}]
             )
         number = jid.split("@", 1)[0]
+        # Into the account's contact book too, so GET .../contacts (the live session's list)
+        # shows the name; an engine keeping the book in the device record hands it back.
+        device = await self.eng.add_contact(rec.id, jid, body.name)
+        if device is not None and device.jid == rec.device_jid:
+            await self.repo.update_instance(rec.id, device_data=dict(device.data))
         contact = await self.repo.upsert_contact(rec.id, jid, number=number, name=body.name)
         return Reply.success(
             {
@@ -965,19 +1081,20 @@ class WorkerService:
         return Reply.success(views.status_body(rec))
 
     async def qr(self, q: Query) -> Reply:
+        """200 ``{qrCode, expiresAt}`` (``expiresAt``: when the code stops working, ISO 8601
+        UTC, ``null`` if unknown); 202 ``{message, status}`` otherwise (contract notes: clients
+        rely on the 202): ``status`` is ``generating`` while a code is on its way, ``logged_out``
+        after a logout or a linking timeout, when no code comes until the instance is
+        reconnected (the message says so), so a polling client can stop."""
         rec = await self._instance_for(q.caller, q.instance_id)
         if rec.status == "qr" and rec.qr_code:
-            return Reply.success({"qrCode": rec.qr_code})
+            return Reply.success({"qrCode": rec.qr_code, "expiresAt": views.iso(rec.qr_expires_at)})
         if rec.status == "connected":
             raise ApiError(409, "instance is already connected; no QR code is needed")
-        # 202 in every other case (contract notes: clients rely on it); after a logout the
-        # message says what brings a code back instead of inviting endless polling.
-        logged_out = rec.status == "logged_out" and rec.id not in self.sessions
-        message = (
-            "The instance is logged out: reconnect it (POST .../reconnect) to get a new QR code."
-            if logged_out
-            else "QR code generation in progress. Please try again in a few seconds."
-        )
+        if rec.status == "logged_out" and rec.id not in self.sessions:
+            message = "The instance is logged out: reconnect it (POST .../reconnect) to get a new QR code."
+            return Reply.success({"message": message, "status": "logged_out"}, status=202)
+        message = "QR code generation in progress. Please try again in a few seconds."
         return Reply.success({"message": message, "status": "generating"}, status=202)
 
     async def activity(self, q: Query) -> Reply:
@@ -1004,15 +1121,22 @@ class WorkerService:
         since = views.parse_time(body.since, "since")
         if since is not None:
             # Timestamps are shown with millisecond precision: "since" = after that millisecond, so
-            # passing back latestTimestamp never returns the same event again.
+            # passing back latestTimestamp never returns the same event again (and no event of
+            # the instance shares its millisecond with another: _stamped). With "since" the page
+            # holds the oldest events after it (newest first), so a client polling with the
+            # last latestTimestamp pages through a burst larger than "limit" without a gap.
             since += timedelta(microseconds=999 - since.microsecond % 1000)
         recs, more = await self.repo.recent_events(
             rec.id, since=since, types=_alias(body.types), limit=body.limit
         )
+        # With nothing new after "since", latestTimestamp stays "since" (at millisecond
+        # precision): a client that always passes back the last latestTimestamp keeps its place
+        # instead of starting over from the newest events.
+        latest = recs[0].occurred_at if recs else since
         return Reply.success(
             {
                 "events": [views.event_body(r) for r in recs],
-                "latestTimestamp": views.iso(recs[0].occurred_at) if recs else None,
+                "latestTimestamp": views.iso(latest),
                 "count": len(recs),
                 "hasMore": more,
             }
@@ -1135,6 +1259,10 @@ _FILE_NAME_MAX = guard.column_length(models.messages.c.file_name)
 def _fit(value: str | None, limit: int | None) -> str | None:
     """Text from WhatsApp made storable in a column of ``limit`` characters (``None`` stays)."""
     return guard.storable(value, limit) if value is not None else None
+
+
+def _whole_ms(at: datetime) -> datetime:
+    return at.replace(microsecond=at.microsecond - at.microsecond % 1000)
 
 
 def _from_unix(seconds: float) -> Any:

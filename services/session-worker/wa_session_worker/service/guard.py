@@ -53,6 +53,7 @@ MAX_IDEMPOTENCY_KEY = column_length(m.idempotency.c.key)  # 200
 # Text from WhatsApp cut to its column (storable()).
 MAX_CONTACT_NAME = column_length(m.contacts.c.name)  # 256 (push_name too)
 MAX_MIMETYPE = column_length(m.messages.c.mime_type)  # 128
+MAX_PUSH_NAME = column_length(m.instances.c.push_name)  # 256 (the linked account's own)
 
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 

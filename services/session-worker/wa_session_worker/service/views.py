@@ -103,11 +103,24 @@ def to_group_jid(value: str, field: str) -> str:
     return f"{user}@g.us"
 
 
+def linked_phone(rec: InstanceRec) -> str | None:
+    """The number the instance is linked as (digits of its device JID), ``None`` when unlinked."""
+    if not rec.device_jid:
+        return None
+    return rec.device_jid.split("@", 1)[0].split(":", 1)[0] or None
+
+
 def connection_status(rec: InstanceRec) -> dict[str, Any]:
+    """The reference's ``{ready, status, hasQr}`` plus two extensions: ``phone``, the linked
+    number, and ``pushName``, the linked account's own name (each ``null`` when not linked or
+    not known)."""
+    linked = linked_phone(rec)
     return {
         "ready": rec.status == "connected",
         "status": rec.status,
         "hasQr": bool(rec.qr_code) and rec.status == "qr",
+        "phone": linked,
+        "pushName": rec.push_name if linked else None,
     }
 
 
@@ -215,7 +228,16 @@ def activity_body(rec: ActivityRec) -> dict[str, Any]:
 
 
 def event_body(rec: EventRec) -> dict[str, Any]:
-    return {"type": rec.type, "timestamp": iso(rec.occurred_at), "data": rec.data}
+    """One event of the feed. A message event's data carries ``from`` (received: the sender) or
+    ``to`` (sent: the recipient) as the webhook payloads do; rows stored before those fields
+    existed get them from ``remoteJid``, except a group message's sender, which is not known."""
+    data = rec.data
+    chat = data.get("remoteJid")
+    if rec.type in ("message_received", "message_sent") and isinstance(chat, str):
+        key = "from" if rec.type == "message_received" else "to"
+        if key not in data and (key == "to" or not chat.endswith("@g.us")):
+            data = {**data, key: chat}
+    return {"type": rec.type, "timestamp": iso(rec.occurred_at), "data": data}
 
 
 def pagination(total: int, limit: int, skip: int) -> dict[str, Any]:

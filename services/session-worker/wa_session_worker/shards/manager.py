@@ -14,6 +14,10 @@ Two loops run while the worker is up (DESIGN.md, "Shards and ownership"):
 "Dropping" or "giving up" a shard calls :meth:`ShardOwner.shard_releasing` (stop consuming its
 queue, stop its sessions) *before* the lease is released; taking one calls
 :meth:`ShardOwner.shard_acquired` (start its sessions, consume its queue).
+
+Logs: one INFO line per rebalance round that moved shards (``shards rebalanced`` with the lists
+``acquired`` and ``released`` and the counts), one per graceful stop (``shards released``) and
+one WARNING per drop; the per-shard steps are DEBUG (a first start takes every shard at once).
 """
 
 from __future__ import annotations
@@ -151,51 +155,70 @@ class ShardManager:
             members = await self.live_members()
             fair = math.ceil(self.shard_count / max(1, len(members)))
             mine = sorted(k for k, h in self.held.items() if not h.leaving)
-            if len(mine) > fair:
-                for shard in mine[fair:][::-1]:
-                    await self._give_up(shard)
-                return
-            want = fair - len(mine)
-            if want <= 0:
-                return
-            now = wall_clock()
-            free = [
-                lease.shard
-                for lease in await self.store.leases()
-                if lease.shard not in self.held and (lease.owner is None or lease.expires_at < now)
-            ]
-            for shard in sorted(free)[:want]:
-                if self._stopping:
+            acquired: list[int] = []
+            released: list[int] = []
+            try:
+                if len(mine) > fair:
+                    for shard in mine[fair:][::-1]:
+                        if await self._give_up(shard):
+                            released.append(shard)
                     return
-                await self._take(shard)
+                want = fair - len(mine)
+                if want <= 0:
+                    return
+                now = wall_clock()
+                free = [
+                    lease.shard
+                    for lease in await self.store.leases()
+                    if lease.shard not in self.held and (lease.owner is None or lease.expires_at < now)
+                ]
+                for shard in sorted(free)[:want]:
+                    if self._stopping:
+                        return
+                    if await self._take(shard):
+                        acquired.append(shard)
+            finally:
+                if acquired or released:
+                    log.info(
+                        "shards rebalanced",
+                        acquired=sorted(acquired),
+                        released=sorted(released),
+                        owned=len(self.owned()),
+                        fair_share=fair,
+                        workers=len(members),
+                        sessions=self.owner.session_count(),
+                    )
 
-    async def _take(self, shard: int) -> None:
+    async def _take(self, shard: int) -> bool:
+        """Acquire and start ``shard``; whether it now runs here."""
         started = time.monotonic()
         epoch = await self.store.acquire(shard, self.worker_id, self.settings.lease_ttl_s)
         if epoch is None:
-            return
+            return False
         held = HeldShard(epoch, started + self.settings.lease_ttl_s - self.settings.lease_safety_s)
         self.held[shard] = held
         LEASE_CHANGES.labels("acquired").inc()
         SHARDS_OWNED.set(len(self.held))
-        log.info("shard acquired", shard=shard, epoch=epoch)
+        log.debug("shard acquired", shard=shard, epoch=epoch)
         try:
             await self.owner.shard_acquired(shard)
         except Exception:
             log.exception("starting a shard failed; giving it up", shard=shard)
             await self._give_up(shard)
-            return
+            return False
         if self.held.get(shard) is not held or held.leaving:
             # The lease was lost while the shard was starting: whatever started must stop again.
             log.warning("shard lost while starting; stopping it", shard=shard)
             await self._stop_shard(shard, urgent=True)
-            return
+            return False
         held.ready = True
+        return True
 
-    async def _give_up(self, shard: int) -> None:
+    async def _give_up(self, shard: int) -> bool:
+        """Stop ``shard``'s sessions, then release its lease; whether this call gave it up."""
         held = self.held.get(shard)
         if held is None or held.leaving:
-            return
+            return False
         held.leaving = True
         await self._stop_shard(shard)  # sessions stopped BEFORE the lease is released
         try:
@@ -205,7 +228,8 @@ class ShardManager:
         self.held.pop(shard, None)
         LEASE_CHANGES.labels("released").inc()
         SHARDS_OWNED.set(len(self.held))
-        log.info("shard released", shard=shard)
+        log.debug("shard released", shard=shard)
+        return True
 
     # --- loops and shutdown -------------------------------------------------------------------
 
@@ -229,7 +253,11 @@ class ShardManager:
         # become free (they take them in their next rebalance round).
         await self._leave()
         async with self._lock:
-            await asyncio.gather(*(self._give_up(k) for k in list(self.held)))
+            shards = sorted(self.held)
+            done = await asyncio.gather(*(self._give_up(k) for k in shards))
+        released = [k for k, ok in zip(shards, done, strict=True) if ok]
+        if released:
+            log.info("shards released", released=released, owned=len(self.owned()))
         self._closed = True
         await self._leave()
 

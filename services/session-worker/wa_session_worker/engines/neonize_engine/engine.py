@@ -267,6 +267,19 @@ class NeonizeEngine(Engine):
                 return jid_str(answer.JID)
         return None
 
+    async def add_contact(self, instance_id: str, jid: str, name: str | None) -> DeviceRecord | None:
+        """Store ``name`` for ``jid`` in whatsmeow's contact store (in the shared device store,
+        so every worker's :meth:`fetch_contacts` shows it); local only, nothing is sent to
+        WhatsApp. Without a name there is nothing to store. Returns ``None`` (the device record
+        does not change)."""
+        if not name:
+            return None
+        session = self._live(instance_id)
+        contact = _to_jid(jid)
+        first = name.split(maxsplit=1)[0] if name.strip() else name
+        await self._call(session, "add_contact", lambda c: c.contact.put_contact_name(contact, name, first))
+        return None
+
     async def pair_phone(self, instance_id: str, phone: str) -> str:
         """A pairing code (``XXXX-XXXX``) for ``phone``; needs the session showing QR codes (the
         socket must be up). Raises :class:`EngineError` 409 otherwise."""

@@ -327,6 +327,18 @@ class SimulatorEngine(Engine):
         self._live(instance_id)
         return phone_jid(phone) if is_on_whatsapp(phone) else None
 
+    async def add_contact(self, instance_id: str, jid: str, name: str | None) -> DeviceRecord | None:
+        """Save the contact in the phone's contact book (renaming it when ``name`` is given);
+        returns the device record carrying the updated book (a resumed session keeps it)."""
+        session = self._live(instance_id)
+        book = {c.jid: c for c in session.contacts}
+        known = book.get(jid)
+        if known is not None and (name is None or known.name == name):
+            return None
+        book[jid] = SimContact(jid=jid, name=name)
+        session.contacts = list(book.values())
+        return _device_record(session)
+
     async def pair_phone(self, instance_id: str, phone: str) -> str:
         """A pairing code for ``phone`` while the session shows QR codes (valid until the linking
         attempt times out). Raises :class:`EngineError` 409 if the session is not linking, 400 for
@@ -384,17 +396,7 @@ class SimulatorEngine(Engine):
         session.push_name = pairing.push_name
         session.platform = pairing.platform
         session.contacts = pairing.contacts
-        device = DeviceRecord(
-            jid=session.jid,
-            data={
-                "engine": ENGINE,
-                "device_id": session.device_id,
-                "phone": pairing.phone,
-                "push_name": pairing.push_name,
-                "platform": pairing.platform,
-                "contacts": [c.model_dump() for c in pairing.contacts],
-            },
-        )
+        device = _device_record(session)
         await self._emit(Paired(session.instance_id, device, pairing.push_name, pairing.platform))
         await self._go_live(session)
 
@@ -414,7 +416,7 @@ class SimulatorEngine(Engine):
         session.started_at_ms = int(time.time() * 1000)
         session.status = SessionStatus.CONNECTED
         await self._announce(session)
-        await self._emit(Connected(session.instance_id, session.jid))
+        await self._emit(Connected(session.instance_id, session.jid, session.push_name))
         self._spawn(session, self._heartbeat(session), "sim-presence")
 
     async def _heartbeat(self, session: _Session) -> None:
@@ -783,4 +785,20 @@ class SimulatorEngine(Engine):
                     await self._announce(session)
                 except Exception as exc:
                     log.warning("presence announce failed", instance_id=session.instance_id, error=str(exc))
-                await self._emit(Connected(session.instance_id, session.jid))
+                await self._emit(Connected(session.instance_id, session.jid, session.push_name))
+
+
+def _device_record(session: _Session) -> DeviceRecord:
+    """What resumes ``session`` elsewhere: its device, the phone's push name, its contact book."""
+    assert session.jid is not None and session.device_id is not None
+    return DeviceRecord(
+        jid=session.jid,
+        data={
+            "engine": ENGINE,
+            "device_id": session.device_id,
+            "phone": jid_user(session.jid),
+            "push_name": session.push_name,
+            "platform": session.platform,
+            "contacts": [c.model_dump() for c in session.contacts],
+        },
+    )
