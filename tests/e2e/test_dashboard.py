@@ -4,8 +4,10 @@ Python) against the running system on the simulator engine (``tests/e2e/conftest
 Flow (issue 10's acceptance): log in, create an instance, see the QR image, simulate the scan,
 see "Connected" without reloading (the live event stream), send a message, see it in the chat
 history and its webhook delivery listed; a second user does not see the first user's instance,
-at phone width and with the keyboard. Each step leaves a screenshot in
-``test-artifacts/dashboard/`` (kept by CI as artifacts).
+at phone width and with the keyboard. The QR countdown runs to the code's expiry (``expiresAt``)
+and a re-read of the same code does not restart it; statuses are shown in words ("Waiting for
+scan"); a linked instance shows its number and push name; keys and ids are never broken across
+lines. Each step leaves a screenshot in ``test-artifacts/dashboard/`` (kept by CI as artifacts).
 
 Chromium is found at ``CHROMIUM`` (default ``/usr/bin/chromium``); without it the tests are
 skipped, unless ``WA_REQUIRE_BROWSER=1`` (set by ``.ci/run``), where they fail.
@@ -17,6 +19,7 @@ import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -33,7 +36,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 TIMEOUT_MS = 30_000
 
 try:
-    from playwright.async_api import Browser, Page, async_playwright, expect
+    from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 except ImportError:  # pragma: no cover - playwright is a dev dependency in uv.lock
     async_playwright = None  # type: ignore[assignment]
 
@@ -94,6 +97,16 @@ async def _log_in(page: Page, base_url: str, email: str, password: str) -> None:
     await expect(page.get_by_role("heading", name="Instances")).to_be_visible()
 
 
+async def _lines(locator: Locator) -> int:
+    """Lines the element's text occupies (one client rectangle per line box of a text run)."""
+    count: int = await locator.evaluate(
+        "(e) => { const r = document.createRange(); r.selectNodeContents(e);"
+        " const rows = [...r.getClientRects()].filter((x) => x.width > 0).map((x) => Math.round(x.top));"
+        " return new Set(rows).size; }"
+    )
+    return count
+
+
 async def test_link_send_and_see_the_webhook_delivery(
     system: System, receiver: WebhookReceiver, browser: Browser
 ) -> None:
@@ -138,7 +151,7 @@ async def test_link_send_and_see_the_webhook_delivery(
     await page.evaluate("window.__noReload = true")
     await page.get_by_role("button", name="Simulate scan").click()
     await expect(page.locator("#link-state")).to_contain_text("Connected")
-    await expect(page.locator("#instance-status")).to_contain_text("connected")
+    await expect(page.locator("#instance-status")).to_contain_text("Connected")
     assert await page.evaluate("window.__noReload === true"), "the page reloaded"
     await expect(qr).to_have_count(0)
     await shot("connected")
@@ -164,7 +177,7 @@ async def test_link_send_and_see_the_webhook_delivery(
     await expect(page.get_by_role("heading", name="Webhook deliveries")).to_be_visible()
     row = page.get_by_role("row").filter(has_text="message_sent")
     await expect(row.first).to_be_visible()
-    await expect(row.first).to_contain_text("delivered")
+    await expect(row.first).to_contain_text("Delivered")
     await expect(row.first.get_by_role("button", name="Redeliver")).to_be_visible()
     await shot("webhook-deliveries")
 
@@ -250,15 +263,106 @@ async def test_admin_creates_a_user_sets_limits_and_sees_workers(system: System,
     await expect(page.get_by_role("heading", name="Workers and shards")).to_be_visible()
     workers = (await api.get("/api/admin/workers", headers=admin)).json()["workers"]
     for worker in workers:
-        await expect(page.get_by_role("row").filter(has_text=worker["id"])).to_be_visible()
+        cell = page.get_by_role("row").filter(has_text=worker["id"]).locator("code")
+        await expect(cell).to_be_visible()
+        assert await _lines(cell) == 1, f"worker id {worker['id']} is broken across lines"
     await shot("workers")
 
     await page.get_by_role("link", name="Account").click()
     await expect(page.get_by_role("heading", name="API key")).to_be_visible()
     key = (await steps.login(api, cluster.admin_email, cluster.admin_password))["user"]["apiKey"]
     assert key not in await page.content(), "the API key is masked until shown"
+    masked = page.locator("#api-key-value")
+    assert await _lines(masked) == 1, "the masked key is broken across lines"
     await page.get_by_role("button", name="Show").click()
     await expect(page.locator("#api-key-value")).to_have_text(key)
+    assert await _lines(page.locator("#api-key-value")) == 1, "the API key is broken across lines"
     await shot("account")
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+    await page.context.close()
+
+
+# Every change of the countdown's text, with the browser's time, from the moment it is installed.
+RECORD_COUNTDOWN = """() => {
+    const el = document.querySelector('#qr-countdown');
+    window.__countdown = [[Date.now(), el.textContent]];
+    new MutationObserver(() => window.__countdown.push([Date.now(), el.textContent]))
+        .observe(el, {childList: true, characterData: true, subtree: true});
+}"""
+
+
+def _off_by(records: list[list[object]], expires_at: str) -> list[tuple[str, int]]:
+    """The recorded countdown texts that do not match the seconds left until ``expires_at`` at
+    the time they were shown (one second of slack: a tick may land a few ms late)."""
+    deadline_ms = datetime.fromisoformat(expires_at.replace("Z", "+00:00")).timestamp() * 1000
+    wrong = []
+    for at, text in records:
+        if not str(text).startswith("QR expires in "):
+            continue
+        shown = int(str(text).removeprefix("QR expires in ").removesuffix(" s"))
+        left = -(-(deadline_ms - float(str(at))) // 1000)  # ceil
+        if abs(shown - left) > 1:
+            wrong.append((str(text), int(left)))
+    return wrong
+
+
+async def test_qr_countdown_follows_the_codes_expiry_and_the_linked_account_is_shown(
+    system: System, browser: Browser
+) -> None:
+    """The page is opened after the code was issued (so no qr_received event told its expiry):
+    the countdown still runs to the ``expiresAt`` of ``GET .../qr``, and a re-read of the same
+    code (the page shown again) does not restart it. The badge says "Waiting for scan"; once
+    linked, the number and push name are shown."""
+    api, admin, cluster = system.api, system.admin, system.cluster
+    name = f"Countdown {secrets.token_hex(3)}"
+    iid = str((await steps.create_instance(api, admin, name, None, None))["id"])
+    await steps.wait_qr(api, admin, iid)
+    answer = await api.get(f"/api/instances/{iid}/qr", headers=admin)
+    assert answer.status_code == 200, answer.text
+    expires_at = answer.json()["expiresAt"]
+    left_s = (datetime.fromisoformat(expires_at.replace("Z", "+00:00")) - datetime.now(UTC)).total_seconds()
+    # The first code of an attempt lives 60 s (WORKER_SIM_QR_FIRST_S): far from the old 20 s guess.
+    assert left_s > 30, expires_at
+    image = await api.get(f"/api/instances/{iid}/qr", headers=admin, params={"format": "png"})
+    assert image.headers["content-type"] == "image/png"
+    assert image.headers["x-qr-expires-at"] == expires_at and image.headers["etag"]
+
+    page = await _new_page(browser)
+    shot = Shots(page, "qr-countdown")
+    await _log_in(page, cluster.gateway_url, cluster.admin_email, cluster.admin_password)
+    await page.goto(f"{cluster.gateway_url}/#/instances/{iid}/link")
+    await expect(page.get_by_role("heading", name=name)).to_be_visible()
+    await expect(page.get_by_role("img", name="WhatsApp QR code")).to_be_visible()
+    await expect(page.locator("#qr-countdown")).to_contain_text("QR expires in")
+    await expect(page.locator("#instance-status")).to_contain_text("Waiting for scan")
+    await page.evaluate(RECORD_COUNTDOWN)
+    await shot("qr")
+
+    # The same code read again (the tab shown again): same ETag, the countdown goes on.
+    async with page.expect_response(lambda r: f"/api/instances/{iid}/qr" in r.url) as polled:
+        await page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    again = await polled.value
+    assert again.status == 200 and await again.header_value("etag") == image.headers["etag"]
+    # Two more ticks after the re-read, every text since the page opened matching expiresAt.
+    seen = await page.evaluate("window.__countdown.length")
+    await page.wait_for_function("(n) => window.__countdown.length >= n", arg=seen + 2)
+    records = await page.evaluate("window.__countdown")
+    assert not _off_by(records, expires_at), (expires_at, records)
+    await shot("qr-after-re-read")
+
+    # Linked: "Connected", with the number and push name the simulated phone linked as.
+    phone = steps.new_phone()
+    await steps.scan(api, admin, iid, phone)
+    await expect(page.locator("#link-state")).to_contain_text("Connected")
+    await expect(page.locator("#instance-status")).to_contain_text("Connected")
+    await expect(page.locator("#linked-account")).to_contain_text(f"+{phone}")
+    await expect(page.locator("#linked-account")).to_contain_text("E2E Phone")
+    await expect(page.locator("#link-state")).to_contain_text(f"+{phone}")
+    await shot("linked")
+    # At phone width: nothing wider than the screen, the id on one line.
+    await page.set_viewport_size({"width": 375, "height": 740})
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    assert await _lines(page.locator("code.id").first) == 1
+    await shot("linked-phone-width")
     assert not page.errors, page.errors  # type: ignore[attr-defined]
     await page.context.close()

@@ -1,10 +1,12 @@
 """One JSON error shape for every failure the gateway answers.
 
 Body: ``{"error": "<human-readable message>"}``, plus ``"details": [{"field", "message"}, ...]``
-for validation failures. Status codes follow the reference's table (400, 401, 403, 404, 500) plus
-409 (conflict), 413 (body too large), 429 (rate or usage limit, with ``Retry-After``) and 503
-(no worker/service answered in time, or none is running). A 500 never carries a stack trace or
-exception text: the message names the correlation id to look up in the logs.
+for validation failures that concern a field. A body that is not JSON at all answers 400 saying
+where it breaks (line and column), without ``details``: there is no field to name. Status codes
+follow the reference's table (400, 401, 403, 404, 500) plus 409 (conflict), 413 (body too large),
+429 (rate or usage limit, with ``Retry-After`` except for ``maxInstances``, which no waiting
+lifts) and 503 (no worker/service answered in time, or none is running). A 500 never carries a
+stack trace or exception text: the message names the correlation id to look up in the logs.
 """
 
 from __future__ import annotations
@@ -76,9 +78,17 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.error, exc.details, exc.headers)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    if exc.status_code == 400 and message == "There was an error parsing the body":
+        # FastAPI's answer when a body cannot even be decoded (e.g. JSON that is not UTF-8).
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        message = (
+            "Invalid request: the body is not valid JSON (it is not UTF-8 text)"
+            if media == "application/json" or media.endswith("+json")
+            else "Invalid request: the body could not be parsed"
+        )
     if exc.status_code == 404 and message == "Not Found":
         message = "Not found: no such route"
     if exc.status_code == 405:
@@ -86,11 +96,40 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, message, headers=dict(exc.headers or {}) or None)
 
 
+def _position(doc: str | bytes, pos: int) -> tuple[int, int]:
+    """1-based (line, column) of character offset ``pos`` in ``doc``."""
+    text = doc.decode("utf-8", "replace") if isinstance(doc, bytes) else doc
+    pos = max(0, min(pos, len(text)))
+    line = text.count("\n", 0, pos) + 1
+    return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
+
+
+def invalid_json_message(error: dict[str, Any], doc: Any) -> str:
+    """``Invalid request: the body is not valid JSON (line 1, column 2: Expecting ...)`` for
+    FastAPI's ``json_invalid`` error, whose ``loc`` is ``("body", <character offset>)``."""
+    loc = error.get("loc") or ()
+    offset = loc[-1] if loc and isinstance(loc[-1], int) else None
+    reason = (error.get("ctx") or {}).get("error")
+    where: list[str] = []
+    if offset is not None and isinstance(doc, str | bytes):
+        line, column = _position(doc, offset)
+        where.append(f"line {line}, column {column}")
+    if isinstance(reason, str) and reason:
+        where.append(reason)
+    suffix = f" ({': '.join(where)})" if where else ""
+    return f"Invalid request: the body is not valid JSON{suffix}"
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     """400 with details, for a request FastAPI refused and for a payload model built inside a
-    route that refused a value (still the caller's input: never a 500)."""
+    route that refused a value (still the caller's input: never a 500). A body that is not
+    JSON says where it breaks and has no ``details`` (FastAPI's ``loc`` is an offset there)."""
     assert isinstance(exc, RequestValidationError | ValidationError)
-    details = validation_details(list(exc.errors()))
+    errors = list(exc.errors())
+    broken = next((e for e in errors if isinstance(e, dict) and e.get("type") == "json_invalid"), None)
+    if broken is not None:
+        return error_response(400, invalid_json_message(broken, getattr(exc, "body", None)))
+    details = validation_details(errors)
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
     return error_response(400, f"Invalid request: {summary}" if summary else "Invalid request", details)
 
@@ -151,7 +190,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "Instance (or resource) not found, or not the caller's",
         409: "Conflict with the current state",
         413: "Request body or file too large",
-        429: "Rate limit or usage limit exceeded (see Retry-After)",
+        429: "Rate limit or usage limit exceeded (see Retry-After; none for maxInstances)",
         503: "No worker or service answered in time; retry later",
     }
     return {c: {"model": ErrorBody, "description": text[c]} for c in codes}

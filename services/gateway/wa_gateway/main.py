@@ -30,7 +30,7 @@ from wa_gateway.errors import install_error_handlers
 from wa_gateway.limits import BINDING, LimitBook
 from wa_gateway.live import LiveHub
 from wa_gateway.metering import MeteringMiddleware, UsageMeter
-from wa_gateway.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+from wa_gateway.middleware import AccessLogMiddleware, BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from wa_gateway.ratelimit import RateLimiter
 from wa_gateway.settings import GatewaySettings
 from wa_gateway.state import Gateway
@@ -47,16 +47,22 @@ the docs needs either `Authorization: Bearer <jwt>` (from `POST /api/auth/login`
 `x-api-key: <api key>`. Administrator routes answer 403 to other users; an instance that is not
 the caller's answers 404.
 
-**QR codes.** `GET .../qr` answers 200 `{"qrCode": "<raw pairing string>"}` when a code is
-available and **202** `{"message", "status": "generating"}` while the session waits for one.
-`?format=png` or `?format=svg` answers the rendered image (`image/png`, `image/svg+xml`) instead.
+**QR codes.** `GET .../qr` answers 200 `{"qrCode": "<raw pairing string>", "expiresAt"}` when a
+code is available (`expiresAt`, an extension: ISO 8601 UTC, when WhatsApp stops accepting it) and
+**202** `{"message", "status"}` otherwise: `"generating"` while the session waits for one, or
+`"logged_out"` when the instance is logged out (reconnect it to get a new code).
+`?format=png` or `?format=svg` answers the rendered image (`image/png`, `image/svg+xml`) instead,
+with `ETag` (equal for the same code) and `X-QR-Expires-At`.
 
 **Idempotency.** Sends accept an `Idempotency-Key` header: a retry with the same key returns the
 first result instead of sending again.
 
 **Errors.** Every failure is JSON `{"error": "<message>"}`; validation failures (400) add
-`"details": [{"field", "message"}]`. 429 (rate or usage limit) and 503 (no worker answered in
-time) carry `Retry-After`.
+`"details": [{"field", "message"}]` when a field is at fault (a body that is not JSON at all
+says where it breaks: line and column). 429 (rate limit, daily usage limits `maxMessagesSent` and
+`maxApiCalls`) and 503 (no worker answered in time) carry `Retry-After`; the `maxInstances` 429
+does not: it holds while the user owns that many instances (delete one, or ask an administrator
+to raise the limit).
 """.strip()
 
 PUBLIC_PATHS = frozenset({"/api/auth/login"})
@@ -184,9 +190,11 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
                 "Idempotency-Key",
                 "x-correlation-id",
             ],
-            expose_headers=["Retry-After", "x-correlation-id"],
+            expose_headers=["Retry-After", "x-correlation-id", "ETag", "X-QR-Expires-At"],
             max_age=600,
         )
+    if settings.access_log:  # outermost: every answer is logged, a 413 or a CORS preflight too
+        app.add_middleware(AccessLogMiddleware)
 
     async def load_limits() -> None:
         """Ask stats for the blocks in force; retried until stats answers (it may start later)."""

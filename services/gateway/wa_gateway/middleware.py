@@ -1,6 +1,17 @@
-"""ASGI middleware of the gateway: security headers and request body size limits.
+"""ASGI middleware of the gateway: access log, security headers and request body size limits.
 
-Both are pure ASGI (no ``BaseHTTPMiddleware``), so uploads stream through untouched.
+All are pure ASGI (no ``BaseHTTPMiddleware``), so uploads stream through untouched.
+
+- Access log (``GATEWAY_ACCESS_LOG``, on by default): one INFO line per request from the logger
+  ``wa_gateway.access`` (event ``request``) when its response has ended (for the live-event
+  stream: when the stream closes, ``duration_ms`` being how long it was open), with ``method``,
+  ``route`` (the matched route's path template, e.g. ``/api/instances/{instanceId}``, or
+  ``unmatched``; never the raw path, which carries ids, nor the query string, which may carry
+  secrets), ``status``, ``duration_ms``, ``correlation_id`` and ``user_id`` when the caller was
+  authenticated. It reads what the other layers already put on the request scope: the route
+  (the router), ``state.correlation_id`` (``wa_common.http.ObservabilityMiddleware``) and
+  ``state.caller`` (``auth.get_caller``). ``/healthz``, ``/readyz`` and ``/metrics`` are not
+  logged. No header is ever logged (``Authorization``, ``x-api-key``).
 
 - Security headers on every response: ``X-Content-Type-Options: nosniff``,
   ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``,
@@ -17,11 +28,18 @@ Both are pure ASGI (no ``BaseHTTPMiddleware``), so uploads stream through untouc
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wa_common.logs import get_logger
+from wa_common.schemas import Caller
 from wa_gateway.errors import error_response
+
+access_log = get_logger("wa_gateway.access")
+ACCESS_LOG_SKIPPED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -150,3 +168,65 @@ class BodySizeLimitMiddleware:
             return message
 
         await self.app(scope, receive_wrapper, send)
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that answered (``unmatched`` when none did); a mounted app
+    (the dashboard's files) is ``<mount path>/{path}``, never the file asked for."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path or "/"
+    endpoint = scope.get("endpoint")
+    if endpoint is None:
+        return "unmatched"
+    router = getattr(scope.get("app"), "router", None)
+    for candidate in getattr(router, "routes", ()):  # a plain Starlette route (/docs, /openapi.json)
+        if getattr(candidate, "endpoint", None) is endpoint:
+            found = getattr(candidate, "path", None)
+            if isinstance(found, str) and found:
+                return found
+    # A Mount leaves no route, but its prefix in root_path (beyond the app's own root path).
+    root, app_root = str(scope.get("root_path") or ""), str(scope.get("app_root_path") or "")
+    if root.startswith(app_root) and len(root) > len(app_root):
+        return f"{root[len(app_root) :].rstrip('/')}/{{path}}"
+    return "unmatched"
+
+
+class AccessLogMiddleware:
+    """One log line per answered request (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path", "") in ACCESS_LOG_SKIPPED:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        # An exception that escapes the app is answered 500 by Starlette's outermost layer.
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            state = scope.get("state") or {}
+            fields: dict[str, Any] = {
+                "method": scope.get("method", "GET"),
+                "route": route_template(scope),
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+            cid = state.get("correlation_id")
+            if isinstance(cid, str):
+                fields["correlation_id"] = cid
+            caller = state.get("caller")
+            if isinstance(caller, Caller):
+                fields["user_id"] = caller.user_id
+            access_log.info("request", **fields)

@@ -117,8 +117,21 @@ class UpdateInstanceBody(UpdateInstance):
 
 class ConnectionStatus(_Out):
     ready: bool
-    status: str = Field(examples=["connected"])
+    status: str = Field(
+        examples=["connected"],
+        description="`connecting`, `qr` (waiting for a scan), `connected`, `disconnected` or `logged_out`",
+    )
     hasQr: bool
+    phone: str | None = Field(
+        default=None,
+        description="extension: the linked account's number (international, no `+`) once connected",
+        examples=["79001234567"],
+    )
+    pushName: str | None = Field(
+        default=None,
+        description="extension: the linked account's WhatsApp display name, when known",
+        examples=["John"],
+    )
 
 
 class InstanceOut(_Out):
@@ -182,13 +195,25 @@ class QrCode(_Out):
     """200: the raw pairing string (render it as a QR image), and with ``?format=`` an image."""
 
     qrCode: str = Field(examples=["2@AbC...,noiseKeyB64,identityKeyB64,advSecretB64"])
+    expiresAt: str | None = Field(
+        default=None,
+        description="extension: when WhatsApp stops accepting this code (ISO 8601 UTC); a new code "
+        "follows (`qr_received`). Null when unknown",
+        examples=["2023-01-01T12:00:20.000Z"],
+    )
 
 
 class QrGenerating(_Out):
-    """202: no QR code yet; ask again in a few seconds."""
+    """202: no QR code now. ``generating``: the session waits for one, ask again in a few
+    seconds. ``logged_out``: the instance is logged out: reconnect it
+    (``POST .../reconnect``) to get a new code."""
 
     message: str = Field(examples=["QR code generation in progress. Please try again in a few seconds."])
-    status: Literal["generating"] = "generating"
+    status: Literal["generating", "logged_out"] = Field(
+        default="generating",
+        description="`generating` (ask again in a few seconds) or `logged_out` (the instance is logged "
+        "out: reconnect it to get a new code)",
+    )
 
 
 class PairingCodeBody(_In):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import mimetypes
 from datetime import datetime
@@ -88,18 +89,33 @@ async def check_webhook_url(url: str | None, *, allow_private: bool, field: str 
         return
 
 
-def render_qr(code: str, fmt: str) -> Response:
-    """The QR image of ``code`` as ``image/png`` or ``image/svg+xml`` (segno, scale 8, border 4)."""
+QR_EXPIRES_HEADER = "X-QR-Expires-At"
+
+
+def qr_etag(code: str) -> str:
+    """A strong ETag naming one QR code (a digest, so equal codes have equal tags)."""
+    return '"' + hashlib.sha256(code.encode()).hexdigest()[:32] + '"'
+
+
+def render_qr(code: str, fmt: str, expires_at: str | None = None) -> Response:
+    """The QR image of ``code`` as ``image/png`` or ``image/svg+xml`` (segno, scale 8, border 4),
+    with ``ETag`` (the same for the same code) and ``X-QR-Expires-At`` (ISO 8601 UTC, when
+    known): what the JSON answer says in ``expiresAt``, for clients that ask for the image."""
     qr = segno.make(code, error="l", micro=False)
     buf = io.BytesIO()
     qr.save(buf, kind=fmt, scale=8, border=4)
-    return Response(buf.getvalue(), media_type=QR_MEDIA_TYPES[fmt])
+    headers = {"ETag": qr_etag(code)}
+    if expires_at:
+        headers[QR_EXPIRES_HEADER] = expires_at
+    return Response(buf.getvalue(), media_type=QR_MEDIA_TYPES[fmt], headers=headers)
 
 
 def qr_response(status: int, data: Any, fmt: str | None) -> Response:
-    """200 ``{qrCode}`` (or the image with ``fmt``), 202 ``{message, status: generating}``."""
+    """200 ``{qrCode, expiresAt}`` (or the image with ``fmt``), 202 ``{message, status}``
+    (``generating`` or ``logged_out``)."""
     if status == 200 and fmt and isinstance(data, dict) and isinstance(data.get("qrCode"), str):
-        return render_qr(data["qrCode"], fmt)
+        expires = data.get("expiresAt")
+        return render_qr(data["qrCode"], fmt, expires if isinstance(expires, str) else None)
     return JSONResponse(data, status_code=status)
 
 

@@ -46,6 +46,11 @@ class GatewaySettings(AuthClientSettings):
         "when WA_PROFILE=embedded (as WEBHOOKS_ALLOW_PRIVATE_TARGETS)",
     )
     dashboard: bool = Field(True, description="serve the web dashboard at / (static files under /dashboard/)")
+    access_log: bool = Field(
+        True,
+        description="log one line per request (method, route template, status, duration, correlation "
+        "id, user id); not for /healthz, /readyz, /metrics",
+    )
     stream_heartbeat_s: float = Field(
         15.0, gt=0, le=300, description="seconds between SSE keep-alive comments on /api/events/stream"
     )

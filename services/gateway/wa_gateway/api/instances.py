@@ -47,8 +47,9 @@ COMMON = error_responses(400, 401, 404, 409, 429, 503)
 )
 async def create_instance(request: Request, body: s.CreateInstanceBody, caller: CallerDep) -> Response:
     """Create an instance for the caller; answers **201** with the instance (status
-    ``connecting``: fetch the QR code next). 429 when the caller's ``maxInstances`` limit is
-    reached; 400 for a refused ``webhookUrl``."""
+    ``connecting``: fetch the QR code next). 429 when the caller already owns ``maxInstances``
+    instances (not a periodic limit: no ``Retry-After``; deleting an instance or a raised limit
+    lifts it); 400 for a refused ``webhookUrl``."""
     gw = gateway(request)
     await refresh_instance_quota(gw, caller)
     gw.limits.check(caller.user_id, MAX_INSTANCES)

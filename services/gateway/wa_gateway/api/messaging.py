@@ -43,14 +43,30 @@ SEND_ERRORS = error_responses(400, 401, 404, 409, 429, 503)
 
 QR_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
-        "description": "The raw pairing string as JSON `{qrCode}`; with `?format=png` a PNG image, "
-        "with `?format=svg` an SVG image of it",
+        "description": "The raw pairing string as JSON `{qrCode, expiresAt}` (`expiresAt`: ISO 8601 "
+        "UTC, when WhatsApp stops accepting the code; null when unknown); with `?format=png` a PNG "
+        "image, with `?format=svg` an SVG image of it, whose `ETag` names the code (equal for the "
+        "same code) and `X-QR-Expires-At` carries `expiresAt`",
+        "headers": {
+            "ETag": {
+                "description": "images only: the same value for the same code",
+                "schema": {"type": "string"},
+            },
+            "X-QR-Expires-At": {
+                "description": "images only: when the code expires (ISO 8601 UTC), when known",
+                "schema": {"type": "string", "format": "date-time"},
+            },
+        },
         "content": {
             "image/png": {"schema": {"type": "string", "format": "binary"}},
             "image/svg+xml": {"schema": {"type": "string"}},
         },
     },
-    202: {"model": s.QrGenerating, "description": "No QR code yet: generation in progress, ask again"},
+    202: {
+        "model": s.QrGenerating,
+        "description": "No QR code now: `status` is `generating` (ask again in a few seconds) or "
+        "`logged_out` (the instance is logged out: reconnect it to get a new code)",
+    },
     **error_responses(400, 401, 404, 409, 429, 503),
 }
 
@@ -101,9 +117,13 @@ def family(prefix: str, tag: str, *, short_status: bool) -> APIRouter:
             Query(description="render the code: `png` (image/png) or `svg` (image/svg+xml); default JSON"),
         ] = None,
     ) -> Response:
-        """**200** ``{qrCode}`` (the raw pairing string, to render as a QR image) when a code is
-        available, **202** ``{message, status: "generating"}`` while the session waits for one.
-        With ``?format=png|svg`` a 200 answers the rendered image instead."""
+        """**200** ``{qrCode, expiresAt}`` (the raw pairing string, to render as a QR image, and
+        when it expires: ISO 8601 UTC, an extension; null when unknown) when a code is available;
+        **202** ``{message, status}`` otherwise: ``status: "generating"`` while the session waits
+        for one (ask again in a few seconds), ``status: "logged_out"`` when the instance is logged
+        out (reconnect it to get a new code); **409** when it is already connected. With
+        ``?format=png|svg`` a 200 answers the rendered image instead, with ``ETag`` (the same for
+        the same code) and ``X-QR-Expires-At``."""
         reply = ensure_ok(
             await gateway(request).backend.query(SessionQuery.QR, caller, check_instance_id(instanceId))
         )

@@ -36,7 +36,13 @@ TOKEN_REJECTED_HEADER = "x-internal-token-rejected"  # noqa: S105 (a header name
 
 
 class AuthUnavailable(Exception):
-    """Auth did not answer (connection refused, timeout, 5xx)."""
+    """Auth could not be asked (connection refused, timeout) or refused to serve (5xx, internal
+    token rejected). ``answered`` tells the two apart: ``False`` when nothing answered (auth
+    not up yet, or unreachable), ``True`` when auth answered with a failure."""
+
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
 
 
 @dataclass(frozen=True)
@@ -112,9 +118,11 @@ class AuthClient:
         except httpx.HTTPError as exc:
             raise AuthUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code >= 500:
-            raise AuthUnavailable(f"auth answered {response.status_code}")
+            raise AuthUnavailable(f"auth answered {response.status_code}", answered=True)
         if response.headers.get(TOKEN_REJECTED_HEADER):
-            raise AuthUnavailable("auth refused our internal token: check GATEWAY_AUTH_INTERNAL_TOKEN")
+            raise AuthUnavailable(
+                "auth refused our internal token: check GATEWAY_AUTH_INTERNAL_TOKEN", answered=True
+            )
         return response
 
 
@@ -139,7 +147,7 @@ class KeyStore:
         self._last_failed = True
         response = await self._client.request("GET", "/internal/jwks")
         if response.status_code != 200:
-            raise AuthUnavailable(f"JWKS request answered {response.status_code}")
+            raise AuthUnavailable(f"JWKS request answered {response.status_code}", answered=True)
         keys: dict[str, jwt.PyJWK] = {}
         for jwk in response.json().get("keys", []):
             if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and jwk.get("kid"):
@@ -147,6 +155,18 @@ class KeyStore:
         self._keys = keys
         self._last_failed = False
         log.info("signing keys loaded", kids=sorted(keys))
+
+    @property
+    def loaded(self) -> bool:
+        """True once auth's keys have been fetched."""
+        return bool(self._keys)
+
+    async def ensure_loaded(self) -> None:
+        """Fetch the keys unless they are there (one fetch at a time, shared with :meth:`get`);
+        raises :class:`AuthUnavailable`."""
+        async with self._lock:
+            if not self._keys:
+                await self.refresh()
 
     async def get(self, kid: str) -> jwt.PyJWK | None:
         """The key ``kid``, or ``None`` when auth's current JWKS does not have it.

@@ -59,6 +59,18 @@ export function rememberStatus(id, status) {
   return changed;
 }
 
+/**
+ * The WhatsApp account an instance is linked as, from `connectionStatus.phone` / `pushName`
+ * (extensions of the API): "+79001234567 (John)", "+79001234567", or '' when unknown.
+ */
+export function linkedAccount(instance) {
+  const connection = (instance && instance.connectionStatus) || {};
+  const phone = typeof connection.phone === 'string' && connection.phone ? `+${connection.phone.replace(/^\+/, '')}` : '';
+  const name = typeof connection.pushName === 'string' ? connection.pushName.trim() : '';
+  if (phone && name) return `${phone} (${name})`;
+  return phone || name;
+}
+
 /** "connected", "waiting for a QR code scan", "logged out"... */
 export function describeStatus(status) {
   if (status === 'qr') return 'waiting for a QR code scan';

@@ -159,10 +159,37 @@ export function statusBadge(status) {
   return badge;
 }
 
+/** Words for the status values the API uses (instances, webhook deliveries, workers). */
+const STATUS_LABELS = {
+  qr: 'Waiting for scan',
+  connecting: 'Connecting',
+  connected: 'Connected',
+  disconnected: 'Disconnected',
+  logged_out: 'Logged out',
+  loading: 'Loading',
+  unknown: 'Unknown',
+  pending: 'Pending',
+  delivered: 'Delivered',
+  failed: 'Failed',
+  cancelled: 'Cancelled',
+  alive: 'Alive',
+  down: 'Down',
+};
+
+/** "qr" → "Waiting for scan", "logged_out" → "Logged out"; an unknown value in words. */
+export function statusLabel(status) {
+  const value = String(status || 'unknown');
+  if (Object.prototype.hasOwnProperty.call(STATUS_LABELS, value)) return STATUS_LABELS[value];
+  const words = value.replace(/[_.-]+/g, ' ').trim();
+  return words ? words.charAt(0).toUpperCase() + words.slice(1) : STATUS_LABELS.unknown;
+}
+
+/** The badge shows words; the raw value stays in data-status (styles) and the title. */
 export function setBadge(badge, status) {
   const value = status || 'unknown';
   badge.dataset.status = value;
-  badge.textContent = String(value).replace(/_/g, ' ');
+  badge.title = `status: ${value}`;
+  badge.textContent = statusLabel(value);
 }
 
 // --- formatting -----------------------------------------------------------------------------

@@ -33,10 +33,10 @@ import {
 } from '../ui.js';
 import { PERIOD_LABELS, usagePairs } from './tabs/stats.js';
 
-/** "••••••••abcd" */
+/** "••••••••abcd": a fixed width (not the key's length), then its last 4 characters. */
 function mask(key) {
   if (!key) return '';
-  return `${'•'.repeat(Math.max(8, key.length - 4))}${key.slice(-4)}`;
+  return `${'•'.repeat(8)}${key.slice(-4)}`;
 }
 
 export function accountView(main, ctx) {
@@ -67,6 +67,7 @@ export function accountView(main, ctx) {
 
   function renderKey() {
     const key = session.getApiKey();
+    keyValue.classList.toggle('is-missing', !key);
     if (!key) {
       keyValue.textContent = 'Not available in this browser session: rotate the key to get a new one.';
       show.hidden = true;

@@ -305,7 +305,7 @@ function workersSection(scope) {
           rows: workers,
           empty: 'No worker has registered.',
           columns: [
-            { label: 'Worker', render: (w) => h('code', {}, w.id) },
+            { label: 'Worker', render: (w) => h('code', { class: 'id', title: w.id }, w.id) },
             { label: 'Address', render: (w) => (w.host ? `${w.host}:${w.port}` : '—') },
             { label: 'Alive', render: (w) => statusBadge(w.alive ? 'alive' : 'down') },
             { label: 'Shards', render: (w) => ((w.shards || []).length ? `${w.shards.length}: ${w.shards.join(', ')}` : 'none') },

@@ -8,7 +8,7 @@
  */
 
 import { api } from '../api.js';
-import { rememberInstances, rememberStatus, statusFromEvent, statusOf } from '../instances-state.js';
+import { linkedAccount, rememberInstances, rememberStatus, statusFromEvent, statusOf } from '../instances-state.js';
 import { href } from '../router.js';
 import { streamState } from '../stream.js';
 import { alertBox, h, loading, pageHeading, replace, setBadge, showError, statusBadge } from '../ui.js';
@@ -68,6 +68,8 @@ function createModel(id, scope) {
     },
     async refreshStatus() {
       const body = await api.instanceStatus(id, { signal: scope.signal });
+      // connectionDetails is the instance's connectionStatus (with the linked number, if any).
+      if (body.connectionDetails) model.setData({ connectionStatus: body.connectionDetails });
       model.setStatus(body.status || (body.connectionDetails && body.connectionDetails.status));
       return body;
     },
@@ -82,6 +84,7 @@ export function instanceView(main, ctx) {
 
   const heading = pageHeading('Instance');
   const badge = statusBadge('loading');
+  const linkedLine = h('p', { class: 'linked-account', id: 'linked-account', hidden: true });
   const statusLine = h('p', { class: 'instance-status', id: 'instance-status' }, h('span', { class: 'label' }, 'Status: '), badge);
   const alert = alertBox();
   const tablist = h('div', { role: 'tablist', 'aria-label': 'Instance sections', class: 'tabs' });
@@ -97,15 +100,27 @@ export function instanceView(main, ctx) {
   main.append(
     h('p', { class: 'breadcrumb' }, h('a', { href: '#/instances' }, '← All instances')),
     h('div', { class: 'page-head' }, heading, statusLine),
-    h('p', { class: 'muted' }, 'ID ', h('code', { class: 'id' }, id)),
+    h('p', { class: 'muted instance-id' }, 'ID ', h('code', { class: 'id', title: id }, id)),
+    linkedLine,
     alert,
     body,
   );
 
-  model.onStatus((status) => setBadge(badge, status), scope);
+  /** "Linked to +79001234567 (John)" while connected, when the API says who. */
+  function renderLinked() {
+    const account = model.status === 'connected' ? linkedAccount(model.data) : '';
+    linkedLine.hidden = !account;
+    linkedLine.replaceChildren(...(account ? ['Linked to ', h('strong', {}, account)] : []));
+  }
+
+  model.onStatus((status) => {
+    setBadge(badge, status);
+    renderLinked();
+  }, scope);
   model.onData((data) => {
     heading.textContent = data.name || 'Instance';
     ctx.setTitle(data.name || 'Instance');
+    renderLinked();
   }, scope);
 
   // --- tabs --------------------------------------------------------------------------------
@@ -180,6 +195,8 @@ export function instanceView(main, ctx) {
     const status = statusFromEvent(event);
     if (status) model.setStatus(status);
     if (event.type === 'disconnected') refreshSoon(); // "disconnected" may be "logged_out"
+    // The linked number and push name (connectionStatus) are known once connected.
+    if (event.type === 'connected') model.reload().catch((err) => showError(alert, err));
     if (event.type === 'instance.updated') model.reload().catch((err) => showError(alert, err));
     if (event.type === 'instance.deleted') {
       ctx.announce(`Instance ${(model.data && model.data.name) || id} deleted.`);

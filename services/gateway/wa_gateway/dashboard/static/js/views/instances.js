@@ -101,7 +101,7 @@ export function instancesView(main, ctx) {
         rows: sorted,
         columns: [
           { label: 'Name', render: (i) => h('a', { href: href('instances', i.id) }, i.name) },
-          { label: 'ID', render: (i) => h('code', { class: 'id' }, i.id) },
+          { label: 'ID', render: (i) => h('code', { class: 'id', title: i.id }, i.id) },
           {
             label: 'Status',
             render: (i) => {

@@ -51,7 +51,7 @@ export function contactsTab(panel, ctx) {
   const contactColumns = [
     { label: 'Name', render: (c) => c.name || c.pushName || '—' },
     { label: 'Number', render: (c) => c.number || '—' },
-    { label: 'JID', render: (c) => h('code', { class: 'id' }, c.remoteJid || c.id) },
+    { label: 'JID', render: (c) => h('code', { class: 'id', title: c.remoteJid || c.id }, c.remoteJid || c.id) },
     { label: 'Group', render: (c) => (c.isGroup ? 'yes' : 'no') },
   ];
 

@@ -3,12 +3,16 @@
  *
  * - Not connected: the QR code as an image (GET .../qr?format=png fetched with the token, shown
  *   through a blob: URL; older URLs are revoked). WhatsApp rotates codes (60 s for the first, then
- *   about 20 s); the code is re-read on every `qr_received` event for this instance, whose
- *   `expiresAt` sets the countdown ("QR expires in N s"; 20 s when unknown), and otherwise when the
- *   countdown runs out. A 202 answer ("generating")
- *   is retried after a few seconds.
+ *   about 20 s). The countdown ("QR expires in N s") runs to the code's expiry as the answer gives
+ *   it (`X-QR-Expires-At`, the JSON's `expiresAt`), else as the `qr_received` live event gave it;
+ *   server times are corrected by the clock difference the `Date` header shows. The code is
+ *   re-read on every `qr_received` event for this instance, when the countdown runs out, when the
+ *   stream reconnects and when the page becomes visible again; a re-read that returns the same
+ *   code (same `ETag`) keeps the image and its countdown: it never restarts. A 202 answer is
+ *   retried after a few seconds (`generating`) or shown as "Not linked" (`logged_out`).
  * - Alternative: a pairing code for a phone number (POST .../pairing-code).
- * - Connected (`connected` event, or a 409 from /qr): the QR is replaced by "Connected".
+ * - Connected (`connected` event, or a 409 from /qr): the QR is replaced by "Connected", with the
+ *   linked number and push name when the instance says them (`connectionStatus.phone`/`pushName`).
  * - Reconnect, Log out of WhatsApp (confirmed), and for administrators on the simulator engine
  *   "Simulate scan" (POST /api/admin/sim/instances/<id>/scan).
  */
@@ -25,16 +29,22 @@ import {
   noticeBox,
   notify,
   showError,
+  statusLabel,
   validateForm,
   withBusy,
 } from '../../ui.js';
+import { linkedAccount } from '../../instances-state.js';
 
-/** Seconds a QR code is assumed valid when the API does not say (WhatsApp: ~20 s). */
-const QR_TTL_S = 20;
 /** Retry delay while the API answers 202 "generating". */
 const GENERATING_RETRY_MS = 3000;
 /** Retry delay when the instance is not waiting for a scan (logged out / disconnected). */
 const IDLE_RETRY_MS = 10000;
+/** Re-read delay when the code shown has expired but the server still has no newer one. */
+const SAME_CODE_RETRY_MS = 1500;
+/** Re-read interval when the server does not say when the code expires. */
+const UNKNOWN_EXPIRY_POLL_MS = 5000;
+/** Clock differences below this are ignored (the Date header has whole seconds). */
+const CLOCK_TOLERANCE_MS = 2000;
 
 export function linkTab(panel, ctx) {
   const { scope, instance } = ctx;
@@ -173,9 +183,14 @@ export function linkTab(panel, ctx) {
 
   // --- QR loading and countdown --------------------------------------------------------------
   let objectUrl = null;
-  let expiresAt = 0;
-  /** Epoch ms at which the newest code announced on the stream expires (0: unknown). */
-  let announcedExpiry = 0;
+  /** The code shown: its ETag (the same for the same code; null when the server sent none). */
+  let shownTag = null;
+  /** Local epoch ms at which the shown code expires (0: unknown). */
+  let deadline = 0;
+  /** Local epoch ms at which the newest code announced on the stream expires (0: unknown). */
+  let announcedDeadline = 0;
+  /** Server clock minus local clock (ms), from the Date header; 0 while they agree. */
+  let serverSkew = 0;
   let loadSeq = 0;
   let retryTimer = null;
   let ticker = null;
@@ -187,7 +202,7 @@ export function linkTab(panel, ctx) {
 
   function stopTimers() {
     clearTimeout(retryTimer);
-    clearInterval(ticker);
+    clearTimeout(ticker);
     retryTimer = null;
     ticker = null;
   }
@@ -196,6 +211,20 @@ export function linkTab(panel, ctx) {
   function retryIn(ms) {
     clearTimeout(retryTimer);
     retryTimer = setTimeout(loadQr, ms);
+  }
+
+  /** Learn how far the server's clock is from this browser's (expiry times are the server's). */
+  function noteServerClock(response) {
+    const date = Date.parse(response.headers.get('date') || '');
+    if (!Number.isFinite(date)) return;
+    const skew = date + 500 - Date.now(); // the header has whole seconds
+    serverSkew = Math.abs(skew) > CLOCK_TOLERANCE_MS ? skew : 0;
+  }
+
+  /** Local epoch ms of the server time `iso` (0 when absent or invalid). */
+  function localTime(iso) {
+    const at = Date.parse(iso || '');
+    return Number.isFinite(at) ? at - serverSkew : 0;
   }
 
   function showImage(blob) {
@@ -211,29 +240,39 @@ export function linkTab(panel, ctx) {
     qrImage.hidden = false;
   }
 
-  function hideImage() {
+  /** Stop showing a code (none now, or linked). */
+  function forgetCode() {
     qrImage.hidden = true;
     qrImage.removeAttribute('src');
     if (objectUrl) URL.revokeObjectURL(objectUrl);
     objectUrl = null;
+    shownTag = null;
+    deadline = 0;
+    clearTimeout(ticker);
+    ticker = null;
     countdown.textContent = '';
   }
 
-  function startCountdown(seconds) {
-    expiresAt = Date.now() + seconds * 1000;
-    clearInterval(ticker);
+  /** Count down to `deadline`; each tick lands on a whole second of the time left. */
+  function runCountdown() {
+    clearTimeout(ticker);
+    ticker = null;
+    if (!deadline) {
+      countdown.textContent = 'A new code replaces this one automatically when WhatsApp issues it.';
+      return;
+    }
     const tick = () => {
-      const left = Math.max(0, Math.ceil((expiresAt - Date.now()) / 1000));
-      if (left <= 0) {
-        clearInterval(ticker);
+      const leftMs = deadline - Date.now();
+      if (leftMs <= 0) {
+        ticker = null;
         countdown.textContent = 'Refreshing the QR code…';
         loadQr();
         return;
       }
-      countdown.textContent = `QR expires in ${left} s`;
+      countdown.textContent = `QR expires in ${Math.ceil(leftMs / 1000)} s`;
+      ticker = setTimeout(tick, (leftMs % 1000 || 1000) + 5);
     };
     tick();
-    ticker = setInterval(tick, 1000);
   }
 
   async function loadQr() {
@@ -255,31 +294,52 @@ export function linkTab(panel, ctx) {
       return;
     }
     if (seq !== loadSeq || scope.disposed) return;
+    noteServerClock(response);
     if (response.status === 202) {
+      // {message, status: "generating" | "logged_out"}
       const body = await readBody(response);
-      hideImage();
-      const waiting = ['logged_out', 'disconnected'].includes(instance.status);
-      state.textContent = waiting
-        ? `Not linked (status: ${instance.status.replace(/_/g, ' ')}). Press “Reconnect” to get a new QR code.`
+      if (seq !== loadSeq || scope.disposed) return;
+      forgetCode();
+      const loggedOut = Boolean(body && body.status === 'logged_out');
+      const idle = loggedOut || ['logged_out', 'disconnected'].includes(instance.status);
+      state.textContent = idle
+        ? `Not linked (${statusLabel(loggedOut ? 'logged_out' : instance.status).toLowerCase()}). Press “Reconnect” to get a new QR code.`
         : (body && body.message) || 'Generating the QR code…';
-      retryIn(waiting ? IDLE_RETRY_MS : GENERATING_RETRY_MS);
+      retryIn(idle ? IDLE_RETRY_MS : GENERATING_RETRY_MS);
+      if (loggedOut) instance.setStatus('logged_out');
       return;
     }
     const type = response.headers.get('content-type') || '';
     if (!type.startsWith('image/')) {
-      hideImage();
+      forgetCode();
       state.textContent = 'The server did not return a QR image.';
       retryIn(IDLE_RETRY_MS);
+      return;
+    }
+    const tag = response.headers.get('etag');
+    if (tag && tag === shownTag) {
+      // The same code again (a re-poll): keep the image and its countdown as they are.
+      if (response.body) response.body.cancel().catch(() => {});
+      if (!deadline) retryIn(UNKNOWN_EXPIRY_POLL_MS);
+      else if (deadline <= Date.now()) {
+        // Expired, and WhatsApp has not issued the next one yet: it comes as qr_received.
+        countdown.textContent = 'Waiting for the next QR code…';
+        retryIn(SAME_CODE_RETRY_MS);
+      }
       return;
     }
     const blob = await response.blob();
     if (seq !== loadSeq || scope.disposed) return;
     clearBox(alert);
     showImage(blob);
+    shownTag = tag;
     state.textContent = 'Waiting for the QR code to be scanned.';
-    // The live stream says when this code expires (qr_received.expiresAt); otherwise assume 20 s.
-    const left = (announcedExpiry - Date.now()) / 1000;
-    startCountdown(left > 1 ? Math.round(left) : QR_TTL_S);
+    // When this code expires: the answer says (X-QR-Expires-At, the JSON's expiresAt); else the
+    // live stream's qr_received.expiresAt; else unknown (no countdown, the code is re-read).
+    const announced = announcedDeadline > Date.now() ? announcedDeadline : 0;
+    deadline = localTime(response.headers.get('x-qr-expires-at')) || announced;
+    runCountdown();
+    if (!deadline) retryIn(UNKNOWN_EXPIRY_POLL_MS);
   }
 
   /** Show the panel for `status`. */
@@ -292,8 +352,8 @@ export function linkTab(panel, ctx) {
     if (connected) {
       stopTimers();
       loadSeq += 1; // ignore a QR answer still in flight
-      hideImage();
-      state.replaceChildren(h('strong', {}, 'Connected'), ' — this instance is linked to WhatsApp.');
+      forgetCode();
+      renderConnected();
       state.classList.add('is-connected');
     } else {
       state.classList.remove('is-connected');
@@ -302,17 +362,32 @@ export function linkTab(panel, ctx) {
     }
   }
 
+  /** "Connected — linked as 79001234567 (John)" once the instance's data says who. */
+  function renderConnected() {
+    const linked = linkedAccount(instance.data);
+    state.replaceChildren(
+      h('strong', {}, 'Connected'),
+      linked ? ` — this instance is linked to WhatsApp as ${linked}.` : ' — this instance is linked to WhatsApp.',
+    );
+  }
+
   instance.onStatus((status) => render(status), scope);
+  instance.onData(() => {
+    if (instance.status === 'connected') renderConnected();
+  }, scope);
   // A new code was issued: show it at once.
   scope.subscribe('qr_received', (event) => {
     if (event.instanceId !== id) return;
-    const expires = Date.parse(event.expiresAt || '');
-    announcedExpiry = Number.isFinite(expires) ? expires : 0;
+    announcedDeadline = localTime(event.expiresAt);
     if (instance.status !== 'qr') instance.setStatus('qr'); // onStatus → render → loadQr
     else loadQr();
   });
   scope.subscribe('ready', () => {
     if (instance.status !== 'connected') loadQr();
+  });
+  // Timers run late in a hidden tab: read the code again when the page is shown.
+  scope.listen(document, 'visibilitychange', () => {
+    if (document.visibilityState === 'visible' && instance.status !== 'connected') loadQr();
   });
 
   render(instance.status);
