@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 POLL_S = 0.25
+SHIPPED_ADMIN_PASSWORD = "admin123"  # noqa: S105 (the embedded default, named to warn about it)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,14 @@ def banner(elapsed_s: float, gateway: Service, admin: str) -> str:
             f" API docs: {url}/docs",
             f" Admin:    {admin}",
             f" Engine:   {engine}   Profile: {profile}   Stop: Ctrl-C",
+            *(
+                [
+                    " SECURITY: the admin password is the shipped default: change it (dashboard Account"
+                    " page, or POST /api/auth/password) before anyone else can reach this machine"
+                ]
+                if admin.endswith(f" / {SHIPPED_ADMIN_PASSWORD}")
+                else []
+            ),
             line,
         ]
     )
