@@ -293,6 +293,40 @@ async def test_throttle_on_sqlite_admits_exactly_the_limit_under_concurrency(tmp
         await engine.dispose()
 
 
+async def test_throttle_forgets_failures_of_keys_never_tried_again(tmp_path: Path) -> None:
+    """A spray of random emails and addresses leaves one row per key; pruning removes every row
+    outside the window (the per-key prune only ran when the same key came back)."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from wa_auth.models import Base, LoginFailure
+    from wa_auth.repository import add_failure
+    from wa_auth.throttle import ClientAddress, Throttle
+    from wa_common.db import create_engine, session_factory
+    from wa_common.schemas import utcnow
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'auth.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        sessions = session_factory(engine)
+        throttle = Throttle(sessions, window_s=60, max_per_account=10, max_per_address=50)
+        old = utcnow() - timedelta(seconds=120)
+        async with sessions() as session:
+            for i in range(200):
+                await add_failure(session, "email", f"spray-{i}@example.com", old)
+                await add_failure(session, "ip", f"198.51.100.{i}", old)
+            await session.commit()
+        await throttle.begin(("email", "recent@example.com"), ClientAddress("203.0.113.9"))
+        assert await throttle.prune() == 400
+        async with sessions() as session:
+            left = (await session.execute(select(func.count()).select_from(LoginFailure))).scalar_one()
+        assert left == 2, "the recent attempt (account and address) stays"
+    finally:
+        await engine.dispose()
+
+
 async def test_seeded_admin_password_is_exempt_only_in_the_embedded_profile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -50,6 +50,11 @@ def build_app(settings: AuthSettings | None = None) -> FastAPI:
 
     runtime.health.add("database", database_ready)
     runtime.on_start(service.seed_admin)
+
+    @runtime.on_start
+    async def start_pruning() -> None:
+        runtime.tasks.spawn(service.throttle.run_pruning(), name="auth-throttle-pruning")
+
     runtime.on_stop(engine.dispose)
     return app
 

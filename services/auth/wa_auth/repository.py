@@ -81,6 +81,12 @@ async def prune_failures(session: AsyncSession, scope: str, subject: str, before
     )
 
 
+async def prune_all_failures(session: AsyncSession, before: datetime) -> int:
+    """Forget every failure older than ``before`` (any scope); returns how many."""
+    result = await session.execute(delete(LoginFailure).where(LoginFailure.at < before))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def clear_failures(session: AsyncSession, scope: str, subject: str) -> None:
     await session.execute(
         delete(LoginFailure).where(LoginFailure.scope == scope, LoginFailure.subject == subject)

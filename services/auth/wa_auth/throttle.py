@@ -28,10 +28,13 @@ too: the counts live in the auth store, table ``login_failures``):
 
 So with a limit of N, at most N checks of one account's password run per window, whatever the
 concurrency. An attempt whose process dies between 1 and 3 stays a failure (fails safe).
+:meth:`Throttle.run_pruning` (started by ``main``) forgets every row once it left the window, so
+the table holds at most one window of attempts whatever keys an attacker sprays.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import math
@@ -182,6 +185,26 @@ class Throttle:
                 attempt.row_ids[key] = await repo.add_failure(session, key.scope, key.subject, now)
             await session.commit()
         return attempt
+
+    async def prune(self) -> int:
+        """Forget every failure outside the window, of any key: keys that are never tried again
+        (a spray of random emails or addresses) must not keep their rows. Returns how many."""
+        async with self.sessions() as session:
+            removed = await repo.prune_all_failures(session, utcnow() - self.window)
+            await session.commit()
+        return removed
+
+    async def run_pruning(self) -> None:
+        """:meth:`prune` once per window, until cancelled (errors are logged, never fatal)."""
+        while True:
+            await asyncio.sleep(self.window.total_seconds())
+            try:
+                removed = await self.prune()
+            except Exception as exc:
+                log.warning("pruning old password-check failures failed", error_type=type(exc).__name__)
+            else:
+                if removed:
+                    log.info("old password-check failures pruned", removed=removed)
 
     async def _delete(self, attempt: Attempt, keys: list[Key], *, clear_account: bool) -> None:
         ids = [attempt.row_ids[k] for k in keys if k in attempt.row_ids]
