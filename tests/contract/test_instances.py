@@ -182,3 +182,26 @@ async def test_qr_generating_is_202(api: httpx.AsyncClient, alice: User) -> None
             "status": "generating",
         }
     await api.delete(f"/api/instances/{iid}", headers=alice.key)
+
+
+async def test_a_retried_create_with_the_same_idempotency_key_makes_one_instance(
+    api: httpx.AsyncClient, bob: User
+) -> None:
+    """The gateway forwarded ``Idempotency-Key`` but minted a new id per request, so a retried
+    create made a second instance. The same key (same caller) answers the first instance again;
+    another key, or another caller with the same key, makes a new one."""
+    key = {"Idempotency-Key": "create-once-7f3a"}
+    before = {i["id"] for i in (await api.get("/api/instances", headers=bob.key)).json()["instances"]}
+    first = await api.post("/api/instances", headers={**bob.key, **key}, json={"name": "Once"})
+    again = await api.post("/api/instances", headers={**bob.key, **key}, json={"name": "Once"})
+    assert first.status_code == 201 and again.status_code == 201, (first.text, again.text)
+    assert again.json()["id"] == first.json()["id"]
+    shape(again.json(), INSTANCE_KEYS)
+    after = {i["id"] for i in (await api.get("/api/instances", headers=bob.key)).json()["instances"]}
+    assert after - before == {first.json()["id"]}
+    other = await api.post(
+        "/api/instances", headers={**bob.key, "Idempotency-Key": "create-once-other"}, json={"name": "Two"}
+    )
+    assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+    for iid in (first.json()["id"], other.json()["id"]):
+        assert (await api.delete(f"/api/instances/{iid}", headers=bob.key)).status_code == 200

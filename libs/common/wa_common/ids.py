@@ -7,6 +7,8 @@ resolution), so event ids sort by when they happened.
 
 from __future__ import annotations
 
+import hashlib
+
 from ulid import ULID
 
 
@@ -21,3 +23,11 @@ def id_timestamp_ms(value: str) -> int:
     Raises ``ValueError`` when ``value`` is not a ULID.
     """
     return int(ULID.from_str(value).milliseconds)
+
+
+def derived_id(*parts: str) -> str:
+    """A ULID-shaped id that is the same for the same ``parts`` (first 16 bytes of SHA-256 of
+    them): what a retried request with an ``Idempotency-Key`` must get again. Unlike
+    :func:`new_id`, its time part says nothing about when it was made."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return str(ULID.from_bytes(digest[:16]))

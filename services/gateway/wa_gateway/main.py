@@ -54,8 +54,8 @@ code is available (`expiresAt`, an extension: ISO 8601 UTC, when WhatsApp stops 
 `?format=png` or `?format=svg` answers the rendered image (`image/png`, `image/svg+xml`) instead,
 with `ETag` (equal for the same code) and `X-QR-Expires-At`.
 
-**Idempotency.** Sends accept an `Idempotency-Key` header: a retry with the same key returns the
-first result instead of sending again.
+**Idempotency.** Sends and `POST /api/instances` accept an `Idempotency-Key` header: a retry
+with the same key returns the first result instead of sending (or creating) again.
 
 **Errors.** Every failure is JSON `{"error": "<message>"}`; validation failures (400) add
 `"details": [{"field", "message"}]` when a field is at fault (a body that is not JSON at all

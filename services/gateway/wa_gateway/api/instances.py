@@ -6,13 +6,13 @@ Shared per-instance routes that exist in both the ``/api/instances/{instanceId}/
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from wa_common.ids import new_id
-from wa_common.schemas import Caller
+from wa_common.ids import derived_id, new_id
+from wa_common.schemas import Caller, Reply
 from wa_common.schemas.session import (
     MAX_SKIP,
     ActivityQuery,
@@ -49,19 +49,28 @@ async def create_instance(request: Request, body: s.CreateInstanceBody, caller: 
     """Create an instance for the caller; answers **201** with the instance (status
     ``connecting``: fetch the QR code next). 429 when the caller already owns ``maxInstances``
     instances (not a periodic limit: no ``Retry-After``; deleting an instance or a raised limit
-    lifts it); 400 for a refused ``webhookUrl``."""
+    lifts it); 400 for a refused ``webhookUrl``. With an ``Idempotency-Key``, the instance id is
+    derived from the caller and the key: a retry answers the instance the first request created
+    (201, the same body), even once ``maxInstances`` is reached."""
     gw = gateway(request)
+    key = request.headers.get("idempotency-key")
+    instance_id = derived_id("instance", caller.user_id, key) if key else new_id()
+    if key:
+        earlier = await gw.backend.query(SessionQuery.GET_INSTANCE, caller, instance_id)
+        if earlier.ok and earlier.status == 200 and isinstance(earlier.data, dict):
+            return relay(Reply.success(_created_body(earlier.data), status=201))
     await refresh_instance_quota(gw, caller)
     gw.limits.check(caller.user_id, MAX_INSTANCES)
     await check_webhook_url(body.webhook_url, allow_private=gw.settings.private_webhook_urls_allowed)
     reply = await gw.backend.command(
-        SessionCommand.CREATE_INSTANCE,
-        caller,
-        new_id(),
-        payload(body),
-        idempotency_key=request.headers.get("idempotency-key"),
+        SessionCommand.CREATE_INSTANCE, caller, instance_id, payload(body), idempotency_key=key
     )
     return relay(reply)
+
+
+def _created_body(instance: dict[str, Any]) -> dict[str, Any]:
+    """The 201 body of a create (``InstanceOut``'s fields) from an instance's detail body."""
+    return {k: instance[k] for k in s.InstanceOut.model_fields if k in instance}
 
 
 @router.get(
