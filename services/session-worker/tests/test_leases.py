@@ -229,3 +229,19 @@ async def test_shard_moves_are_logged_once_per_round(store: LeaseStore) -> None:
         ("shards released", [4, 5, 6, 7]),
     ]
     assert not VIOLATIONS, VIOLATIONS
+
+
+async def test_long_dead_workers_leave_the_membership(store: LeaseStore) -> None:
+    """LeaseStore.forget_dead existed but nothing called it: a dead worker stayed listed forever."""
+    from wa_session_worker.shards.leases import Member, wall_clock
+    from wa_session_worker.shards.manager import DEAD_MEMBER_RETENTION_S
+
+    now = wall_clock()
+    await store.heartbeat(Member("long-dead", "h", 1, now - 7200, now - DEAD_MEMBER_RETENTION_S - 5, 0))
+    await store.heartbeat(Member("just-died", "h", 1, now - 7200, now - 30, 0))
+    manager = ShardManager(store, settings("alive"), RecordingOwner("alive"))
+    live = {m.id for m in await manager.live_members()}
+    assert "long-dead" not in live and "just-died" not in live
+    listed = {m.id for m in await store.members()}
+    assert "long-dead" not in listed
+    assert "just-died" in listed, "a recently dead worker stays visible to operators"

@@ -36,6 +36,11 @@ from wa_session_worker.shards.leases import LeaseStore, Member, wall_clock
 
 log = get_logger(__name__)
 
+# A worker whose heartbeat stopped this long ago (seconds) leaves the membership table (it used to
+# stay listed forever); checked at most once per DEAD_MEMBER_PRUNE_EVERY_S.
+DEAD_MEMBER_RETENTION_S = 600.0
+DEAD_MEMBER_PRUNE_EVERY_S = 60.0
+
 
 class ShardOwner(Protocol):
     async def shard_acquired(self, shard: int) -> None: ...
@@ -62,6 +67,7 @@ class ShardManager:
         self.held: dict[int, HeldShard] = {}
         self.started_at = wall_clock()
         self._stopping = False  # no more acquisitions
+        self._pruned_at = float("-inf")  # wall clock of the last dead-member prune
         self._closed = False  # no more renewals
         self._lock = asyncio.Lock()  # serialises acquire/give-up steps (not renewals)
 
@@ -145,7 +151,15 @@ class ShardManager:
     # --- rebalance ----------------------------------------------------------------------------
 
     async def live_members(self) -> list[Member]:
-        horizon = wall_clock() - self.settings.lease_ttl_s
+        """Members whose heartbeat is within a lease TTL (this worker always). A member silent
+        for :data:`DEAD_MEMBER_RETENTION_S` is deleted (at most once per
+        :data:`DEAD_MEMBER_PRUNE_EVERY_S`): ``GET /api/admin/workers`` shows a dead worker for
+        that long, then forgets it."""
+        now = wall_clock()
+        if now - self._pruned_at >= DEAD_MEMBER_PRUNE_EVERY_S:
+            self._pruned_at = now
+            await self.store.forget_dead(now - DEAD_MEMBER_RETENTION_S)
+        horizon = now - self.settings.lease_ttl_s
         return [m for m in await self.store.members() if m.heartbeat_at >= horizon or m.id == self.worker_id]
 
     async def rebalance_once(self) -> None:
