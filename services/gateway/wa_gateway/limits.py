@@ -35,7 +35,6 @@ log = get_logger(__name__)
 MAX_API_CALLS = "maxApiCalls"
 MAX_MESSAGES_SENT = "maxMessagesSent"
 MAX_INSTANCES = "maxInstances"
-KNOWN_LIMITS = (MAX_API_CALLS, MAX_MESSAGES_SENT, MAX_INSTANCES)
 BINDING = (EXCHANGE_EVENTS, f"{EventType.LIMIT_EXCEEDED}.#")
 # Limits that hold while a count stays at its maximum, not until a period ends.
 NOT_PERIODIC = frozenset({MAX_INSTANCES})

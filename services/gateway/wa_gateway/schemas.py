@@ -285,10 +285,6 @@ class SendMediaBody(_In):
     filename: str | None = Field(default=None, max_length=255, examples=["image.jpg"])
 
 
-class WhatsappLogout(_Out):
-    success: bool
-
-
 class WhatsappContact(_Out):
     id: str = Field(examples=["79001234567@s.whatsapp.net"])
     name: str | None = None

@@ -152,12 +152,6 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-async def ensure_instance(backend: Backend, caller: Caller, instance_id: str) -> dict[str, Any]:
-    """The caller's instance (from the worker), or the 404 the worker answers."""
-    reply = ensure_ok(await backend.query(SessionQuery.GET_INSTANCE, caller, instance_id))
-    return reply.data if isinstance(reply.data, dict) else {}
-
-
 async def refresh_instance_quota(gw: Gateway, caller: Caller) -> None:
     """Before creating an instance, ask stats whether ``maxInstances`` blocks the caller (the
     count is not daily, so no event lifts it): the answer replaces the local ``maxInstances``

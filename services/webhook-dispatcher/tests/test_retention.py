@@ -48,7 +48,7 @@ async def test_old_finished_deliveries_are_pruned_with_their_attempts(repo: Repo
             new_status=status,
             next_attempt_at=None,
         )
-    await repo.release(pending, claimed[pending].lock_token, delay_ms=0)
+    await repo.release_many([claimed[pending]], delay_ms=0)
 
     async def attempts() -> int:
         async with repo.sessions() as s:

@@ -274,17 +274,9 @@ class Repository:
             )
             return bool(result.rowcount)
 
-    async def release(self, delivery_id: str, token: str, *, delay_ms: int) -> None:
-        """Give the lease back without an attempt; due again after ``delay_ms``."""
-        async with self.sessions.begin() as s:
-            await s.execute(
-                update(Delivery)
-                .where(Delivery.id == delivery_id, Delivery.lock_token == token)
-                .values(locked_until=None, lock_token=None, next_attempt_at=now_ms() + delay_ms)
-            )
-
     async def release_many(self, claimed: Sequence[Claimed], *, delay_ms: int) -> None:
-        """:meth:`release` for several deliveries in one statement per lease token."""
+        """Give the leases of ``claimed`` back without an attempt (one statement per lease
+        token); they are due again after ``delay_ms``."""
         by_token: dict[str, list[str]] = {}
         for c in claimed:
             by_token.setdefault(c.lock_token, []).append(c.id)
@@ -392,16 +384,6 @@ class Repository:
                 ).scalars():
                     attempts[a.delivery_id].append(a)
         return rows, attempts, total
-
-    async def attempts_of(self, delivery_id: str) -> list[Attempt]:
-        async with self.sessions() as s:
-            return list(
-                (
-                    await s.execute(
-                        select(Attempt).where(Attempt.delivery_id == delivery_id).order_by(Attempt.number)
-                    )
-                ).scalars()
-            )
 
     async def prune_finished(self, before_ms: int, limit: int = 1000) -> int:
         """Delete up to ``limit`` finished deliveries (delivered, failed, cancelled) whose

@@ -115,8 +115,6 @@ INSTANCE_PERIODS: tuple[str, ...] = ("today", "week", "month", "all")
 SYSTEM_PERIODS: tuple[str, ...] = ("today", "week", "month", "year", "all")
 
 LimitName = Literal["maxMessagesSent", "maxApiCalls", "maxInstances"]
-LIMIT_NAMES: tuple[str, ...] = ("maxMessagesSent", "maxApiCalls", "maxInstances")
-DAILY_LIMITS: tuple[str, ...] = ("maxMessagesSent", "maxApiCalls")
 
 
 class _Model(BaseModel):
