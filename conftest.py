@@ -17,11 +17,12 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 
+from tests.support.http import Handler, HttpServer
 from wa_common.ids import new_id
 
 # Few shards in tests: every shard is a quorum queue (a Raft member in the broker) per vhost.
@@ -141,6 +142,22 @@ async def postgres_url() -> AsyncIterator[str]:
     """URL of a fresh PostgreSQL database (dropped at the end of the session)."""
     async with fresh_database() as url:
         yield url
+
+
+@pytest.fixture
+async def http_servers() -> AsyncIterator[Callable[..., Awaitable[HttpServer]]]:
+    """``await http_servers(handler=None, host="127.0.0.1")`` starts a real HTTP server on loopback
+    (``tests/support/http.py``); every one started is stopped after the test."""
+    started: list[HttpServer] = []
+
+    async def start(handler: Handler | None = None, host: str = "127.0.0.1") -> HttpServer:
+        server = await HttpServer(handler, host=host).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop()
 
 
 async def wait_for(predicate, timeout_s: float = 10.0, interval_s: float = 0.05, message: str = "condition"):

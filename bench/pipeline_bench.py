@@ -4,7 +4,7 @@ run on this machine, each figure next to a reference measured in the same run.
 The system runs as processes (``tests/harness.py``: auth, stats, webhook dispatcher, two session
 workers on the simulator engine, the gateway; a fresh RabbitMQ vhost and fresh PostgreSQL
 databases), driven through the public REST API with httpx; webhooks go to a receiver on loopback
-(``tests/e2e/receiver.py``) that verifies every signature.
+(``tests/support/webhooks.py``) that verifies every signature.
 
 Measured:
 
@@ -47,8 +47,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.gateway_bench import bare_baseline  # noqa: E402
-from tests.e2e.receiver import Hook, WebhookReceiver  # noqa: E402
 from tests.harness import Cluster  # noqa: E402
+from tests.support.webhooks import Hook, WebhookReceiver  # noqa: E402
 from wa_common.ids import new_id  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"

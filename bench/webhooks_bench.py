@@ -37,7 +37,12 @@ from wa_webhooks.main import build_app
 from wa_webhooks.outbox import Dispatcher
 from wa_webhooks.repository import Repository
 from wa_webhooks.settings import WebhooksSettings
-from wa_webhooks.testing import Receiver
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: the shared test support lives in tests/
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.http import HttpServer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -48,7 +53,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    receiver = await Receiver().start()
+    receiver = await HttpServer().start()
     settings = WebhooksSettings(
         amqp_url=args.amqp_url or "amqp://guest:guest@127.0.0.1:5672/",
         database_url=args.database_url,
@@ -79,7 +84,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         instance_id=iid,
         user_id="bench",
         name="bench",
-        webhook_url=receiver.url,
+        webhook_url=receiver.url(),
         webhook_enabled=True,
         webhook_settings=WebhookSettings(secret="bench-secret"),
         updated_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),

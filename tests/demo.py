@@ -31,7 +31,8 @@ from typing import Any, TypeVar
 import httpx
 import segno
 
-from tests.e2e.receiver import Hook, WebhookReceiver
+from tests.support.http import HttpServer
+from tests.support.webhooks import Hook, WebhookReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
 GATEWAY_URL = os.environ.get("DEMO_GATEWAY_URL", f"http://127.0.0.1:{os.environ.get('GATEWAY_PORT', '8080')}")
@@ -236,8 +237,8 @@ async def instance_demo(
         )["id"]
     ]
     say(f"    text sent: id {ids[0]}")
-    server, media_url = await media_server()
-    try:
+    async with HttpServer() as media_server:
+        media_url = media_server.serve("/picture.png", PNG, "image/png")
         media = await api.post(
             f"/api/whatsapp/{iid}/send-media",
             headers=user,
@@ -248,8 +249,6 @@ async def instance_demo(
                 "filename": "picture.png",
             },
         )
-    finally:
-        server.close()
     if media.status_code == 200:
         ids.append(media.json()["id"])
         say(f"    picture by URL ({media_url}) sent: id {ids[-1]}")
@@ -367,21 +366,6 @@ async def instance_demo(
     say(f"    {len(hooks)} webhooks received, {len(bad)} with a bad signature")
     if bad:
         raise DemoError("some webhook signatures did not verify")
-
-
-async def media_server() -> tuple[asyncio.Server, str]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-            % len(PNG)
-            + PNG
-        )
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/picture.png"
 
 
 def run() -> int:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from conftest import wait_for
 from tests.contract.conftest import User
 from tests.contract.helpers import create_instance, link, shape
+from tests.support.http import HttpServer
 
 pytestmark = pytest.mark.e2e
 
@@ -167,34 +167,12 @@ async def test_admin_workers(api: httpx.AsyncClient, admin: User, alice: User) -
     assert (await api.get("/api/admin/workers", headers=alice.key)).status_code == 403
 
 
-@pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
-    """A webhook receiver on loopback answering 200; yields (url, bodies received)."""
-    bodies: list[bytes] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
-        bodies.append(await reader.readexactly(length))
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook", bodies
-    server.close()
-    await server.wait_closed()
-
-
 async def test_webhook_deliveries(
-    api: httpx.AsyncClient, alice: User, receiver: tuple[str, list[bytes]]
+    api: httpx.AsyncClient, alice: User, http_servers: Callable[..., Awaitable[HttpServer]]
 ) -> None:
-    url, bodies = receiver
+    receiver = await http_servers()  # a webhook receiver on loopback answering 200
     iid = await create_instance(
-        api, alice.key, name="hooks", webhookUrl=url, webhookEnabled=True, webhookSecret="s3cret"
+        api, alice.key, name="hooks", webhookUrl=receiver.url(), webhookEnabled=True, webhookSecret="s3cret"
     )
 
     async def test_sent() -> httpx.Response | None:
@@ -218,7 +196,7 @@ async def test_webhook_deliveries(
 
     page = await wait_for(delivered, timeout_s=20, message="test webhook delivered")
     shape(page, {"deliveries", "pagination"})
-    assert any(b"webhook_test" in b for b in bodies)
+    assert any(b"webhook_test" in r.body for r in receiver.requests)
     response = await api.post(
         f"/api/instances/{iid}/webhooks/deliveries/{delivery_id}/redeliver", headers=alice.key
     )

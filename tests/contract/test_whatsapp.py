@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from conftest import wait_for
 from tests.contract.conftest import User
 from tests.contract.helpers import create_instance, link, pagination, shape
+from tests.support.http import HttpServer
 
 pytestmark = pytest.mark.e2e
 
@@ -34,24 +34,9 @@ async def linked(api: httpx.AsyncClient, admin: User, alice: User) -> AsyncItera
 
 @pytest.fixture(scope="module")
 async def media_url() -> AsyncIterator[str]:
-    """A tiny HTTP server on loopback serving one PNG (the worker downloads send-media URLs)."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: "
-            + str(len(PNG)).encode()
-            + b"\r\nConnection: close\r\n\r\n"
-            + PNG
-        )
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}/image.png"
-    server.close()
-    await server.wait_closed()
+    """The test HTTP server on loopback serving one PNG (the worker downloads send-media URLs)."""
+    async with HttpServer() as server:
+        yield server.serve("/image.png", PNG, "image/png")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -1,6 +1,6 @@
 """End-to-end fixtures: the whole system as processes (``tests/harness.py``) on its own fresh
 vhost and databases, driven only through the public REST API with httpx, and a real webhook
-receiver on loopback (``tests/e2e/receiver.py``).
+receiver on loopback (``tests/support/webhooks.py``).
 
 Scenarios 1-5 share one cluster (``system``, session scope, two session workers);
 scenario 6 (faults) starts its own in ``test_faults.py``. Simulator timings are short
@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from conftest import AMQP_HOST, VhostFactory, wait_for
-from tests.e2e.receiver import WebhookReceiver
 from tests.harness import Cluster
+from tests.support.webhooks import WebhookReceiver
 
 # Environment of every e2e cluster: short simulator timings, private targets allowed (the
 # webhook receiver and the media server are on loopback), no rate limit.

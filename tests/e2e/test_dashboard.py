@@ -26,7 +26,7 @@ import pytest
 
 from tests.e2e import steps
 from tests.e2e.conftest import System
-from tests.e2e.receiver import WebhookReceiver
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = [pytest.mark.e2e]
 

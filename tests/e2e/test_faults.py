@@ -31,7 +31,7 @@ import pytest
 from conftest import VhostFactory, wait_for
 from tests.e2e import steps
 from tests.e2e.conftest import System, start_system
-from tests.e2e.receiver import WebhookReceiver
+from tests.support.webhooks import WebhookReceiver
 from wa_common.bus.topology import shard_for
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e import steps
 from tests.e2e.conftest import System
-from tests.e2e.receiver import WebhookReceiver
+from tests.support.webhooks import WebhookReceiver
 from wa_common.ids import new_id
 
 pytestmark = pytest.mark.e2e

@@ -24,8 +24,9 @@ import pytest
 from conftest import wait_for
 from tests.e2e import steps
 from tests.e2e.conftest import System
-from tests.e2e.receiver import WebhookReceiver
 from tests.harness import ROOT
+from tests.support.http import HttpServer
+from tests.support.webhooks import WebhookReceiver
 from wa_common.bus.topology import shard_for
 
 pytestmark = pytest.mark.e2e
@@ -95,22 +96,9 @@ async def test_1_onboarding(system: System, receiver: WebhookReceiver, onboarded
 
 @pytest.fixture(scope="module")
 async def media_url() -> AsyncIterator[str]:
-    """A local HTTP server on loopback serving one PNG (downloaded by the worker for send-media)."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-            % len(PNG)
-            + PNG
-        )
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/picture.png"
-    server.close()
-    await server.wait_closed()
+    """The test HTTP server on loopback serving one PNG (downloaded by the worker for send-media)."""
+    async with HttpServer() as server:
+        yield server.serve("/picture.png", PNG, "image/png")
 
 
 async def test_2_sending(

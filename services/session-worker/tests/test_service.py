@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import wait_for
+from tests.support.http import HttpServer
 from wa_common.bus import (
     EXCHANGE_COMMANDS,
     EXCHANGE_EVENTS,
@@ -71,27 +70,12 @@ class Ctx:
 
 
 @pytest.fixture(scope="module")
-def media_server() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/page.html":
-                body, ctype = b"<html></html>", "text/html"
-            else:
-                body, ctype = PNG, "image/png"
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+async def media_server() -> AsyncIterator[str]:
+    """The test HTTP server on loopback: a PNG at ``/img.png``, an HTML page at ``/page.html``."""
+    async with HttpServer() as server:
+        server.serve("/img.png", PNG, "image/png")
+        server.serve("/page.html", b"<html></html>", "text/html")
+        yield f"http://127.0.0.1:{server.port}"
 
 
 @pytest.fixture(scope="module")

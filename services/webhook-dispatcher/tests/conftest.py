@@ -1,18 +1,18 @@
 """Fixtures of the dispatcher tests: an in-process dispatcher on the real RabbitMQ/PostgreSQL,
-a test-side bus client, loopback receivers, and helpers to play the session worker."""
+a test-side bus client and helpers to play the session worker
+(``tests/support/dispatcher.py``). Receivers: the root fixture ``http_servers``."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from conftest import VhostFactory
+from tests.support.dispatcher import Stack, make_settings, start_stack, stop_stack
 from wa_common.ids import new_id
-from wa_webhooks.testing import Receiver, Stack, make_settings, start_stack, stop_stack
 
 
 @pytest.fixture(scope="session")
@@ -37,21 +37,6 @@ async def stack(amqp_url: str, postgres_url: str) -> AsyncIterator[Stack]:
     runtime, s = await start_stack(make_settings(amqp_url, postgres_url))
     yield s
     await stop_stack(runtime, s)
-
-
-@pytest.fixture
-async def receivers() -> AsyncIterator[Callable[..., Any]]:
-    started: list[Receiver] = []
-
-    async def make(behaviour: Any = None, host: str = "127.0.0.1") -> Receiver:
-        r = Receiver(behaviour, host=host) if behaviour is not None else Receiver(host=host)
-        await r.start()
-        started.append(r)
-        return r
-
-    yield make
-    for r in started:
-        await r.stop()
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,10 @@ from sqlalchemy import update
 from structlog.testing import capture_logs
 
 from conftest import raw_bus_request, wait_for
+from tests.support.dispatcher import Stack, make_settings, start_stack, stop_stack
 from wa_common.bus import EXCHANGE_EVENTS, WEBHOOKS_QUERY_QUEUE, dead_letter_queue
 from wa_common.schemas import Event, Reply
 from wa_webhooks.models import Endpoint
-from wa_webhooks.testing import Stack, make_settings, start_stack, stop_stack
 
 pytestmark = pytest.mark.integration
 
@@ -65,10 +65,10 @@ def leaked(entries: Sequence[Any], secrets: list[str]) -> list[str]:
 
 
 async def test_a_header_http_cannot_carry_fails_each_attempt_until_failed(
-    boom_stack: Stack, receivers: Callable[..., Any]
+    boom_stack: Stack, http_servers: Callable[..., Any]
 ) -> None:
     stack = boom_stack
-    r = await receivers()
+    r = await http_servers()
     outcomes: list[Event] = []
 
     async def collect(delivery: Any) -> None:
@@ -86,7 +86,7 @@ async def test_a_header_http_cannot_carry_fails_each_attempt_until_failed(
     ids = {}
     with capture_logs() as logs:
         for case, headers in cases.items():
-            iid = await stack.create_instance(r.url, secret=SECRET, max_retries=2, retry_interval=1000)
+            iid = await stack.create_instance(r.url(), secret=SECRET, max_retries=2, retry_interval=1000)
             await set_replica_headers(stack, iid, headers)
             await stack.publish("connected", iid, {"instanceId": iid})
             ids[case] = iid
@@ -157,15 +157,15 @@ def nacked(requeue: str) -> float:
 
 
 async def test_a_bad_request_is_answered_and_never_dead_lettered(
-    boom_stack: Stack, receivers: Callable[..., Any]
+    boom_stack: Stack, http_servers: Callable[..., Any]
 ) -> None:
     stack = boom_stack
     before = {r: nacked(r) for r in ("true", "false")}
     for body in (b"not json", b"\xff", b'{"name": 7}', b'{"name": "webhooks.test", "caller": "root"}'):
         reply = await raw_request(stack, body)
         assert reply.status == 400 and not reply.ok, (body, reply)
-    r = await receivers()
-    iid = await stack.create_instance(r.url)
+    r = await http_servers()
+    iid = await stack.create_instance(r.url())
     for instance_id in ("\x00", "x" * 65, "a/b"):
         assert (await stack.call("webhooks.deliveries.list", instance_id)).status == 404
     for delivery_id in ("\x00", "y" * 300):

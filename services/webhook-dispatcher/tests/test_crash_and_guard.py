@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from conftest import wait_for
 from tests.harness import free_port
+from tests.support.dispatcher import make_settings, start_stack, stop_stack
 from wa_common.bus import Bus
 from wa_common.db import create_engine
 from wa_common.ids import new_id
@@ -24,7 +25,6 @@ from wa_common.schemas import Event
 from wa_common.schemas.events import InstanceSnapshot, WebhookSettings
 from wa_webhooks.models import Delivery
 from wa_webhooks.repository import Repository
-from wa_webhooks.testing import make_settings, start_stack, stop_stack
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def snapshot_event(instance_id: str, url: str, **ws: object) -> Event:
 
 
 @pytest.mark.timeout(600)  # the figures below are generous for a loaded 2-core CI machine
-async def test_kill_9_with_1000_pending_loses_nothing(amqp_url, fresh_db, receivers, tmp_path: Path):
+async def test_kill_9_with_1000_pending_loses_nothing(amqp_url, fresh_db, http_servers, tmp_path: Path):
     # Until the kill every attempt times out (the receiver answers too late), so all 1,000
     # deliveries are still pending then; only per_host_concurrency attempts are in flight.
     failing = True
@@ -53,7 +53,7 @@ async def test_kill_9_with_1000_pending_loses_nothing(amqp_url, fresh_db, receiv
             await asyncio.sleep(3)
         return 200
 
-    rec = await receivers(behaviour)
+    rec = await http_servers(behaviour)
     port = free_port()
     env = {
         **os.environ,
@@ -96,7 +96,7 @@ async def test_kill_9_with_1000_pending_loses_nothing(amqp_url, fresh_db, receiv
         await start()
         await bus.connect(declare=False, timeout_s=60)
         iid = new_id()
-        await bus.publish_event(snapshot_event(iid, rec.url, max_retries=20, retry_interval=1000))
+        await bus.publish_event(snapshot_event(iid, rec.url(), max_retries=20, retry_interval=1000))
         await wait_for(lambda: repo.endpoint(iid), message="replica")
         events = [Event(type="connected", instance_id=iid, data={"instanceId": iid}) for _ in range(1000)]
         for i in range(0, len(events), 100):
@@ -149,9 +149,9 @@ async def _eq(value, expected: int) -> bool:
     return (await value) == expected
 
 
-async def test_ssrf_guard_refuses_private_targets_end_to_end(amqp_url, fresh_db, receivers):
-    rec = await receivers()
-    rec6 = await receivers(host="::1")
+async def test_ssrf_guard_refuses_private_targets_end_to_end(amqp_url, fresh_db, http_servers):
+    rec = await http_servers()
+    rec6 = await http_servers(host="::1")
 
     async def resolver(host: str, port: int) -> list[str]:
         return {"localhost": ["127.0.0.1", "::1"], "evil.example": ["10.0.0.5"]}.get(host, ["93.184.215.14"])

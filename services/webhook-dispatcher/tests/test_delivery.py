@@ -136,10 +136,12 @@ def sample_events(iid: str) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-async def test_every_event_type_arrives_with_the_documented_body_and_a_verifiable_signature(stack, receivers):
-    r = await receivers()
+async def test_every_event_type_arrives_with_the_documented_body_and_a_verifiable_signature(
+    stack, http_servers
+):
+    r = await http_servers()
     iid = await stack.create_instance(
-        r.url,
+        r.url(),
         secret=SECRET,
         notify_delivery=True,
         notify_read=True,
@@ -184,11 +186,11 @@ async def test_every_event_type_arrives_with_the_documented_body_and_a_verifiabl
         assert node_verify(checks) == [True] * len(checks)
 
 
-async def test_filter_follows_the_notify_settings(stack, receivers):
-    r = await receivers()
+async def test_filter_follows_the_notify_settings(stack, http_servers):
+    r = await http_servers()
     d = stack.dispatcher
     iid = await stack.create_instance(
-        r.url, notify_received=False, notify_sent=True, notify_delivery=False, notify_read=True
+        r.url(), notify_received=False, notify_sent=True, notify_delivery=False, notify_read=True
     )
     evs = {
         name: Event(type=name.split(":")[0], instance_id=iid, data=data)
@@ -249,13 +251,13 @@ async def test_filter_follows_the_notify_settings(stack, receivers):
     assert [await d.ingest(ev) for ev in evs.values()] == [0] * len(evs)
     await wait_for(lambda: len(r.requests) == 4, message="4 deliveries")
     # Disabled webhooks: nothing, even for always-sent events.
-    await stack.update_instance(iid, r.url, enabled=False)
+    await stack.update_instance(iid, r.url(), enabled=False)
     assert await d.ingest(Event(type="connected", instance_id=iid, data={"instanceId": iid})) == 0
 
 
-async def test_redelivered_bus_message_creates_no_second_delivery(stack, receivers):
-    r = await receivers()
-    iid = await stack.create_instance(r.url)
+async def test_redelivered_bus_message_creates_no_second_delivery(stack, http_servers):
+    r = await http_servers()
+    iid = await stack.create_instance(r.url())
     event = Event(type="connected", instance_id=iid, data={"instanceId": iid})
     await stack.bus.publish_event(event)
     await stack.bus.publish_event(event)  # the broker redelivering / a publisher retry
@@ -268,13 +270,15 @@ async def test_redelivered_bus_message_creates_no_second_delivery(stack, receive
     assert [q.headers["x-webhook-id"] for q in r.requests].count(event.id) == 1
 
 
-async def test_limit_exceeded_without_instance_goes_to_every_enabled_instance_of_the_user(stack, receivers):
-    r = await receivers()
+async def test_limit_exceeded_without_instance_goes_to_every_enabled_instance_of_the_user(
+    stack, http_servers
+):
+    r = await http_servers()
     user = "user-limits"
-    a = await stack.create_instance(r.url, user_id=user)
-    b = await stack.create_instance(r.url, user_id=user)
-    await stack.create_instance(r.url, user_id=user, enabled=False)
-    await stack.create_instance(r.url, user_id="someone-else")
+    a = await stack.create_instance(r.url(), user_id=user)
+    b = await stack.create_instance(r.url(), user_id=user)
+    await stack.create_instance(r.url(), user_id=user, enabled=False)
+    await stack.create_instance(r.url(), user_id="someone-else")
     await stack.publish(
         "limit_exceeded",
         None,
@@ -287,7 +291,7 @@ async def test_limit_exceeded_without_instance_goes_to_every_enabled_instance_of
     assert len({q.headers["x-webhook-id"] for q in r.requests}) == 1
 
 
-async def test_retries_follow_max_retries_and_interval(stack, receivers):
+async def test_retries_follow_max_retries_and_interval(stack, http_servers):
     outcomes = []
 
     async def collect(delivery):
@@ -296,12 +300,12 @@ async def test_retries_follow_max_retries_and_interval(stack, receivers):
     watcher = await stack.bus.consume_transient(
         [(EXCHANGE_EVENTS, "webhook.#")], collect, name_prefix="wa.test"
     )
-    flaky = await receivers(lambda _r, n: 500 if n <= 2 else 200)
-    dead = await receivers(lambda _r, n: 503)
-    redirect = await receivers(lambda _r, n: (302, {"Location": "http://127.0.0.1:1/"}))
-    f_iid = await stack.create_instance(flaky.url, max_retries=3, retry_interval=1000)
-    d_iid = await stack.create_instance(dead.url, max_retries=2, retry_interval=1000)
-    r_iid = await stack.create_instance(redirect.url, max_retries=0, retry_interval=1000)
+    flaky = await http_servers(lambda _r, n: 500 if n <= 2 else 200)
+    dead = await http_servers(lambda _r, n: 503)
+    redirect = await http_servers(lambda _r, n: (302, {"Location": "http://127.0.0.1:1/"}))
+    f_iid = await stack.create_instance(flaky.url(), max_retries=3, retry_interval=1000)
+    d_iid = await stack.create_instance(dead.url(), max_retries=2, retry_interval=1000)
+    r_iid = await stack.create_instance(redirect.url(), max_retries=0, retry_interval=1000)
     for iid in (f_iid, d_iid, r_iid):
         await stack.publish("connected", iid, {"instanceId": iid})
 
@@ -334,11 +338,11 @@ async def test_retries_follow_max_retries_and_interval(stack, receivers):
     await watcher.cancel()
 
 
-async def test_a_hanging_receiver_does_not_delay_a_healthy_one(stack, receivers):
-    hang = await receivers(lambda _r, n: None)
-    healthy = await receivers()
-    h_iid = await stack.create_instance(hang.url, max_retries=0)
-    ok_iid = await stack.create_instance(healthy.url)
+async def test_a_hanging_receiver_does_not_delay_a_healthy_one(stack, http_servers):
+    hang = await http_servers(lambda _r, n: None)
+    healthy = await http_servers()
+    h_iid = await stack.create_instance(hang.url(), max_retries=0)
+    ok_iid = await stack.create_instance(healthy.url())
     for _ in range(30):
         await stack.publish("connected", h_iid, {"instanceId": h_iid})
     await wait_for(lambda: len(hang.requests) >= 4, message="hanging receiver busy")
@@ -353,9 +357,9 @@ async def test_a_hanging_receiver_does_not_delay_a_healthy_one(stack, receivers)
     assert len(hang.requests) < 30
 
 
-async def test_deleting_an_instance_cancels_its_pending_deliveries(stack, receivers):
-    dead = await receivers(lambda _r, n: 500)
-    iid = await stack.create_instance(dead.url, max_retries=5, retry_interval=60000)
+async def test_deleting_an_instance_cancels_its_pending_deliveries(stack, http_servers):
+    dead = await http_servers(lambda _r, n: 500)
+    iid = await stack.create_instance(dead.url(), max_retries=5, retry_interval=60000)
     await stack.publish("connected", iid, {"instanceId": iid})
     await wait_for(lambda: len(dead.requests) == 1, message="first attempt")
     await stack.publish("instance.deleted", iid, {"instanceId": iid, "userId": stack.user_id})
@@ -373,9 +377,9 @@ async def test_deleting_an_instance_cancels_its_pending_deliveries(stack, receiv
     assert reply.status == 404
 
 
-async def test_api_lists_redelivers_and_sends_a_test(stack, receivers):
-    r = await receivers(lambda _r, n: 500 if n == 1 else 200)
-    iid = await stack.create_instance(r.url, max_retries=0, secret="k")
+async def test_api_lists_redelivers_and_sends_a_test(stack, http_servers):
+    r = await http_servers(lambda _r, n: 500 if n == 1 else 200)
+    iid = await stack.create_instance(r.url(), max_retries=0, secret="k")
     first = await stack.publish("connected", iid, {"instanceId": iid})
     await wait_for(lambda: len(r.requests) == 1, message="first attempt")
 
@@ -414,5 +418,5 @@ async def test_api_lists_redelivers_and_sends_a_test(stack, receivers):
     page = (await stack.call("webhooks.deliveries.list", iid, {"limit": 2, "skip": 0})).data
     assert page["pagination"] == {"total": 3, "limit": 2, "skip": 0, "hasMore": True}
 
-    await stack.update_instance(iid, r.url, enabled=False)
+    await stack.update_instance(iid, r.url(), enabled=False)
     assert (await stack.call("webhooks.test", iid, command=True)).status == 400

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import wait_for
+from tests.support.dispatcher import make_settings
 from wa_common.db import create_engine
 from wa_common.ids import new_id
 from wa_common.migrations import upgrade
@@ -25,7 +26,6 @@ from wa_webhooks.api import WebhooksApi
 from wa_webhooks.consumers import EventConsumer
 from wa_webhooks.outbox import Dispatcher
 from wa_webhooks.repository import Repository
-from wa_webhooks.testing import make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -82,11 +82,11 @@ async def direct(fresh_db: str) -> AsyncIterator[Direct]:
     await engine.dispose()
 
 
-async def test_retries_then_success_and_exhaustion(direct: Direct, receivers):
-    flaky = await receivers(lambda _r, n: 500 if n <= 2 else 204)
-    dead = await receivers(lambda _r, n: 404)
-    f = await direct.instance(flaky.url, max_retries=3, retry_interval=1000)
-    d = await direct.instance(dead.url, max_retries=2, retry_interval=1000)
+async def test_retries_then_success_and_exhaustion(direct: Direct, http_servers):
+    flaky = await http_servers(lambda _r, n: 500 if n <= 2 else 204)
+    dead = await http_servers(lambda _r, n: 404)
+    f = await direct.instance(flaky.url(), max_retries=3, retry_interval=1000)
+    d = await direct.instance(dead.url(), max_retries=2, retry_interval=1000)
     await direct.event("connected", f)
     await direct.event("connected", d)
 
@@ -102,11 +102,11 @@ async def test_retries_then_success_and_exhaustion(direct: Direct, receivers):
     assert types == [("webhook.delivered", 3), ("webhook.failed", 3)]
 
 
-async def test_hanging_endpoint_does_not_delay_a_healthy_one(direct: Direct, receivers):
-    hang = await receivers(lambda _r, n: None)
-    healthy = await receivers()
-    h = await direct.instance(hang.url, max_retries=0)
-    ok = await direct.instance(healthy.url)
+async def test_hanging_endpoint_does_not_delay_a_healthy_one(direct: Direct, http_servers):
+    hang = await http_servers(lambda _r, n: None)
+    healthy = await http_servers()
+    h = await direct.instance(hang.url(), max_retries=0)
+    ok = await direct.instance(healthy.url())
     for _ in range(60):
         await direct.event("connected", h)
     await wait_for(lambda: len(hang.requests) >= 4, message="hanging endpoint busy")
@@ -124,9 +124,9 @@ async def test_hanging_endpoint_does_not_delay_a_healthy_one(direct: Direct, rec
     assert len(hang.requests) < 60
 
 
-async def test_instance_deleted_cancels_pending_and_api(direct: Direct, receivers):
-    rec = await receivers(lambda _r, n: 500 if n == 1 else 200)
-    iid = await direct.instance(rec.url, max_retries=0, secret="k")
+async def test_instance_deleted_cancels_pending_and_api(direct: Direct, http_servers):
+    rec = await http_servers(lambda _r, n: 500 if n == 1 else 200)
+    iid = await direct.instance(rec.url(), max_retries=0, secret="k")
     first = await direct.event(
         "message_status", iid, messageId="m", status="delivered", **{"from": "x"}, fromMe=True
     )
@@ -161,8 +161,8 @@ async def test_instance_deleted_cancels_pending_and_api(direct: Direct, receiver
     assert rec.requests[1].headers["x-webhook-id"] == first.id
     assert json.loads(rec.requests[1].body)["data"]["qrCode"] == "Привет"
 
-    slow = await receivers(lambda _r, n: 500)
-    iid2 = await direct.instance(slow.url, max_retries=5, retry_interval=60000)
+    slow = await http_servers(lambda _r, n: 500)
+    iid2 = await direct.instance(slow.url(), max_retries=5, retry_interval=60000)
     await direct.event("connected", iid2)
     await wait_for(lambda: len(slow.requests) == 1, message="first attempt")
     await direct.consumer.handle(
@@ -175,12 +175,12 @@ async def test_instance_deleted_cancels_pending_and_api(direct: Direct, receiver
     )
 
 
-async def test_two_dispatchers_on_one_store_never_double_send(direct: Direct, receivers, fresh_db: str):
-    rec = await receivers()
+async def test_two_dispatchers_on_one_store_never_double_send(direct: Direct, http_servers, fresh_db: str):
+    rec = await http_servers()
     second = Dispatcher(Repository(create_engine(fresh_db)), make_settings("amqp://unused/", fresh_db))
     task = asyncio.create_task(second.run())
     try:
-        iid = await direct.instance(rec.url)
+        iid = await direct.instance(rec.url())
         events = [Event(type="connected", instance_id=iid, data={"instanceId": iid}) for _ in range(300)]
         await asyncio.gather(*(direct.dispatcher.ingest(e) for e in events))
         second.wake()

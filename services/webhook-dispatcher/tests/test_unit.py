@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.support.http import HttpServer
 from wa_common.netguard import UnsafeURLError, address_refusal, check_url, guarded_client
 from wa_webhooks.service import (
     REDACTED,
@@ -23,7 +24,6 @@ from wa_webhooks.service import (
     wants,
     webhook_body,
 )
-from wa_webhooks.testing import Receiver
 
 NODE = shutil.which("node")
 
@@ -254,7 +254,7 @@ async def test_check_url_with_a_stub_resolver() -> None:
 
 
 async def test_guarded_client_connects_to_the_checked_address_and_keeps_the_host_header() -> None:
-    receiver = await Receiver().start()
+    receiver = await HttpServer().start()
 
     async def resolver(host: str, port: int) -> list[str]:
         return ["127.0.0.1"] if host == "pinned.example" else ["10.9.9.9"]
@@ -277,13 +277,13 @@ async def test_guarded_client_connects_to_the_checked_address_and_keeps_the_host
 
 
 async def test_guarded_client_never_follows_redirects() -> None:
-    private = await Receiver().start()
-    redirector = await Receiver(
+    private = await HttpServer().start()
+    redirector = await HttpServer(
         lambda _r, _n: (302, {"Location": f"http://127.0.0.1:{private.port}/x"})
     ).start()
     try:
         async with guarded_client(allow_private=True) as client:
-            resp = await client.post(redirector.url, content=b"{}")
+            resp = await client.post(redirector.url(), content=b"{}")
         assert resp.status_code == 302 and private.requests == []
         # Had it been followed, the target itself is refused with the guard on.
         with pytest.raises(UnsafeURLError):

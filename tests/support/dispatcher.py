@@ -1,20 +1,15 @@
-"""Test and benchmark helpers (not used by the service itself).
+"""The webhook dispatcher's test harness: the dispatcher in-process on the real broker and store,
+with a test-side bus client that plays the session worker and the gateway.
 
-A tiny HTTP/1.1 receiver on loopback, and a harness that runs the dispatcher in-process on the
-real broker and store while playing the session worker and the gateway.
-
-``Receiver(behaviour)`` listens on ``127.0.0.1:<free port>``; every request is recorded as a
-:class:`Received` (monotonic arrival time, method, path, headers lower-cased, body bytes), then
-``behaviour(received, count)`` decides the answer: an HTTP status, a ``(status, headers)`` pair,
-or ``None`` to hang until the client gives up. Keep-alive is supported.
+Webhook receivers are the shared :class:`tests.support.http.HttpServer` (fixture
+``http_servers``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,80 +20,6 @@ from wa_common.schemas import Caller, Command, Event, Query, Reply
 from wa_common.schemas.events import InstanceSnapshot, WebhookSettings
 from wa_webhooks.outbox import Dispatcher
 from wa_webhooks.settings import WebhooksSettings
-
-Answer = int | tuple[int, dict[str, str]] | None
-Behaviour = Callable[["Received", int], Answer | Awaitable[Answer]]
-
-
-@dataclass
-class Received:
-    at: float
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    behaviour: Behaviour = field(default=lambda _r, _n: 200)
-    host: str = "127.0.0.1"
-    requests: list[Received] = field(default_factory=list)
-    _server: asyncio.Server | None = None
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/hook"
-
-    async def start(self) -> Receiver:
-        self._server = await asyncio.start_server(self._serve, self.host, 0, backlog=1024)
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    return
-                method, path, _ = line.decode("latin-1").split(" ", 2)
-                headers: dict[str, str] = {}
-                while True:
-                    h = await reader.readline()
-                    if h in (b"\r\n", b"\n", b""):
-                        break
-                    name, _, value = h.decode("latin-1").partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                received = Received(time.monotonic(), method, path, headers, body)
-                self.requests.append(received)
-                self.changed.set()
-                answer = self.behaviour(received, len(self.requests))
-                if asyncio.iscoroutine(answer):
-                    answer = await answer
-                if answer is None:
-                    await asyncio.sleep(3600)
-                    return
-                status, extra = answer if isinstance(answer, tuple) else (answer, {})
-                head = f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\n"
-                head += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
-                writer.write(head.encode("latin-1") + b"\r\nok")
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
-            return
-        finally:
-            writer.close()
 
 
 def make_settings(amqp_url: str, database_url: str, **overrides: Any) -> WebhooksSettings:
