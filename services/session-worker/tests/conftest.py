@@ -1,4 +1,5 @@
-"""Fixtures of the session-worker tests: migrated stores (SQLite, PostgreSQL, MongoDB if set)."""
+"""Fixtures of the session-worker tests: migrated stores (SQLite, PostgreSQL, MongoDB if set) and
+the in-memory repository."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from wa_common.db import create_engine
 from wa_common.ids import new_id
 from wa_common.migrations import upgrade
 from wa_session_worker.repository.base import Repository
+from wa_session_worker.repository.memory import MemoryRepository
 from wa_session_worker.repository.sql import SqlRepository
 from wa_session_worker.settings import WorkerSettings
 
@@ -68,12 +70,25 @@ def worker_sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mongodb"])
-async def repo(
-    request: pytest.FixtureRequest, worker_sqlite_url: str, worker_pg_url: str
-) -> AsyncIterator[Repository]:
-    """Every reachable repository implementation (MongoDB only when ``MONGODB_URL`` is set)."""
-    if request.param == "mongodb":
+@pytest.fixture(params=["sqlite", "postgresql", "mongodb", "memory"])
+def repo_kind(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """The repository implementation of a contract leg, and its migrated SQL store's URL (SQL
+    legs only: looked up here, in a plain fixture, so the memory leg needs no database)."""
+    if request.param in ("sqlite", "postgresql"):
+        fixture = "worker_sqlite_url" if request.param == "sqlite" else "worker_pg_url"
+        return request.param, request.getfixturevalue(fixture)
+    return request.param, None
+
+
+@pytest.fixture
+async def repo(repo_kind: tuple[str, str | None]) -> AsyncIterator[Repository]:
+    """Every reachable repository implementation (MongoDB only when ``MONGODB_URL`` is set), and
+    the in-memory one that fast tests of the service use in their place."""
+    kind, url = repo_kind
+    if kind == "memory":
+        yield MemoryRepository()
+        return
+    if kind == "mongodb":
         if not MONGODB_URL:
             pytest.skip("MongoDB leg skipped: set MONGODB_URL=mongodb://host:27017 to run it")
         from wa_session_worker.repository.mongo import MongoRepository
@@ -84,7 +99,7 @@ async def repo(
         await mongo.client.drop_database(mongo.db.name)
         await mongo.close()
         return
-    url = worker_sqlite_url if request.param == "sqlite" else worker_pg_url
+    assert url is not None
     engine = create_engine(url)
     yield SqlRepository(engine, url)
     await engine.dispose()

@@ -1,4 +1,5 @@
-"""One contract for every repository implementation (SQLite, PostgreSQL, MongoDB when set)."""
+"""One contract for every repository implementation (SQLite, PostgreSQL, MongoDB when set, and the
+in-memory one)."""
 
 from __future__ import annotations
 

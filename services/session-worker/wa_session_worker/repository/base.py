@@ -1,8 +1,9 @@
 """The document store of the session worker: records and the repository interface.
 
-Two implementations honour one contract (``tests/test_repository_contract.py``):
-:class:`~wa_session_worker.repository.sql.SqlRepository` (PostgreSQL/SQLite) and
-:class:`~wa_session_worker.repository.mongo.MongoRepository` (MongoDB). Record field names are
+Three implementations honour one contract (``tests/test_repository_contract.py``):
+:class:`~wa_session_worker.repository.sql.SqlRepository` (PostgreSQL/SQLite),
+:class:`~wa_session_worker.repository.mongo.MongoRepository` (MongoDB) and, for fast tests of
+service logic only, :class:`~wa_session_worker.repository.memory.MemoryRepository`. Record field names are
 the SQL column names and the MongoDB document keys. All times are aware UTC ``datetime``.
 Shard leases and worker membership are not here: they always live in the SQL store
 (:mod:`wa_session_worker.shards.leases`).
