@@ -36,17 +36,16 @@ from typing import Literal
 
 from pydantic import Field
 
+from wa_common import jids
 from wa_common.ids import new_id
 from wa_common.schemas.envelope import _Wire, utcnow
 
 SIM_VERSION = 1
-JID_SERVER = "s.whatsapp.net"
-GROUP_SERVER = "g.us"
+JID_SERVER = jids.PERSON_SERVER
+GROUP_SERVER = jids.GROUP_SERVER
 
 # Numbers starting with this prefix are "not on WhatsApp" in the simulated network (check_number).
 NOT_ON_WHATSAPP_PREFIX = "999"
-
-_DIGITS = re.compile(r"^\d{5,20}$")
 
 
 class SimError(RuntimeError):
@@ -54,15 +53,14 @@ class SimError(RuntimeError):
 
 
 def normalise_phone(phone: str) -> str:
-    """Digits of ``phone`` (``+1 555-000 1111`` → ``15550001111``, a JID → its user part).
+    """Digits of ``phone`` (``+1 555-000 1111`` → ``15550001111``, a person's JID, even a linked
+    device's, → its user part), by :func:`wa_common.jids.parse_jid`.
 
-    Raises ``ValueError`` if fewer than 5 or more than 20 digits remain.
+    The simulated network has numbers of its own (``999…``), so a number's country code and
+    length are not checked against the numbering plan. Raises
+    :class:`~wa_common.jids.InvalidAddress` (a ``ValueError``) for anything else.
     """
-    user = phone.split("@", 1)[0].split(":", 1)[0]
-    digits = re.sub(r"\D", "", user)
-    if not _DIGITS.match(digits):
-        raise ValueError(f"not a phone number: {phone!r}")
-    return digits
+    return jids.parse_jid(phone, groups=False, lids=False, devices=True, plan=False).user
 
 
 def phone_jid(phone: str) -> str:

@@ -5,10 +5,10 @@ Timestamps in bodies are ISO 8601 UTC with milliseconds and a ``Z`` (``2023-01-0
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
+from wa_common.jids import InvalidAddress, parse_group, parse_jid
 from wa_session_worker.repository.base import (
     ActivityRec,
     ContactRec,
@@ -16,10 +16,6 @@ from wa_session_worker.repository.base import (
     InstanceRec,
     MessageRec,
 )
-
-# ASCII digits only ([0-9], never \d), matched whole (with fullmatch: "$" allows a final "\n").
-_USER = re.compile(r"[0-9]{5,20}")  # a phone number, the user part of a person's or a LID JID
-_GROUP = re.compile(r"[0-9]{5,40}(?:-[0-9]{5,20})?")  # a group id (old style: creator-timestamp)
 
 
 class ApiError(Exception):
@@ -54,53 +50,25 @@ def parse_time(value: str | None, field: str) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-def _invalid(field: str, message: str, what: str) -> ApiError:
-    return ApiError(400, f"{field} {message}", [{"field": field, "message": what}])
+def _invalid(field: str, exc: InvalidAddress) -> ApiError:
+    return ApiError(400, f"Invalid {field}: {exc}", [{"field": field, "message": str(exc)}])
 
 
 def to_jid(value: str, field: str = "phone", *, groups: bool = True, lids: bool = True) -> str:
-    """A phone number or a JID → a JID; 400 when it is neither.
-
-    Accepted, ASCII only: ``<digits>@s.whatsapp.net`` (``@c.us`` is mapped to it),
-    ``<digits>@lid``, a group ``<digits>(-<digits>)?@g.us`` (unless ``groups`` is false),
-    or a phone number: 5-20 digits, optionally after ``+`` and with spaces or hyphens between
-    them. Unicode digits (Arabic-Indic, fullwidth...), line breaks and other white space are refused:
-    ``str.isdigit()`` and ``\\d`` would take them, and they would be stored as chat ids.
-    """
-    if not value.isascii():
-        raise _invalid(field, "must be a phone number or a JID in ASCII characters", "not ASCII")
-    text = value.strip(" ")
-    if "@" in text:
-        user, _, server = text.partition("@")
-        if server in ("s.whatsapp.net", "c.us") and _USER.fullmatch(user):
-            return f"{user}@s.whatsapp.net"
-        if server == "lid" and lids and _USER.fullmatch(user):
-            return text
-        if server == "g.us" and groups and _GROUP.fullmatch(user):
-            return text
-        raise _invalid(
-            field,
-            "is not a valid JID: expected <digits>@s.whatsapp.net"
-            + (", <digits>@lid" if lids else "")
-            + (" or <digits>(-<digits>)@g.us" if groups else ""),
-            "invalid JID",
-        )
-    digits = text.removeprefix("+").replace(" ", "").replace("-", "")
-    if not _USER.fullmatch(digits):
-        raise _invalid(
-            field,
-            "must be a phone number in international format (digits) or a JID",
-            "invalid phone number",
-        )
-    return f"{digits}@s.whatsapp.net"
+    """A phone number or a JID → a JID (:func:`wa_common.jids.parse_jid`); 400 naming ``field``
+    when it is neither. ``groups``/``lids`` false: ``@g.us``/``@lid`` JIDs are refused."""
+    try:
+        return str(parse_jid(value, groups=groups, lids=lids))
+    except InvalidAddress as exc:
+        raise _invalid(field, exc) from None
 
 
 def to_group_jid(value: str, field: str) -> str:
     """A group id (``<digits>(-<digits>)``, with or without ``@g.us``) → its JID; 400 otherwise."""
-    user = value.strip(" ").removesuffix("@g.us")
-    if not value.isascii() or not _GROUP.fullmatch(user):
-        raise _invalid(field, "is not a group id: expected <digits>(-<digits>)@g.us", "invalid group id")
-    return f"{user}@g.us"
+    try:
+        return str(parse_group(value))
+    except InvalidAddress as exc:
+        raise _invalid(field, exc) from None
 
 
 def linked_phone(rec: InstanceRec) -> str | None:
