@@ -136,3 +136,25 @@ async def test_engine_event_handling_with_real_protobufs(tmp_path: Path) -> None
     assert recorder.events[-1] == LoggedOut("inst2", "logged_out")
     assert "inst2" not in engine._sessions
     await engine.close()
+
+
+def test_recipients_reach_whatsapp_only_as_ascii_digit_jids() -> None:
+    """The engine's own parsing (its last line of defence) shares ``wa_common.jids``: it used
+    ``str.isdigit``, which lets Arabic-Indic and fullwidth digits through."""
+    import pytest
+
+    from wa_session_worker.engines.base import EngineError
+    from wa_session_worker.engines.neonize_engine.engine import _digits, _to_jid
+
+    assert _digits("15550001111@s.whatsapp.net") == "15550001111"
+    assert _digits("15550001111:3@s.whatsapp.net") == "15550001111"  # a linked device's suffix
+    assert _to_jid("120363025246125486@g.us").Server == "g.us"
+    assert _to_jid("15550001111").User == "15550001111"
+    for bad in (
+        "\u0661\u0665\u0665\u0665\u0660\u0660\u0660\u0661",
+        "\uff11\uff15\uff15\uff15\uff10\uff10\uff10",
+        "1555\n0001111",
+    ):
+        with pytest.raises(EngineError) as refused:
+            _to_jid(bad)
+        assert refused.value.status == 400

@@ -59,6 +59,7 @@ from neonize.aioze.events import (
 from neonize.utils.jid import build_jid
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from wa_common.jids import InvalidAddress, parse_jid
 from wa_common.logs import get_logger
 from wa_common.tasks import TaskSupervisor
 from wa_session_worker.engines.base import (
@@ -530,14 +531,20 @@ class NeonizeEngine(Engine):
 
 
 def _digits(phone: str) -> str:
-    digits = "".join(ch for ch in phone.split("@", 1)[0].split(":", 1)[0] if ch.isdigit())
-    if not 5 <= len(digits) <= 20:
-        raise EngineError(f"not a phone number: {phone!r}", status=400)
-    return digits
+    """The digits of a phone number or person JID (``wa_common.jids``: ASCII digits only; a
+    linked device's suffix dropped); :class:`EngineError` 400 otherwise."""
+    try:
+        return parse_jid(phone, groups=False, lids=False, devices=True, plan=False).user
+    except InvalidAddress as exc:
+        raise EngineError(str(exc), status=400) from None
 
 
 def _to_jid(to: str) -> Any:
     """A recipient JID: ``<digits>@s.whatsapp.net`` / a number → person, ``<id>@g.us`` → group."""
-    if to.endswith("@g.us"):
-        return build_jid(to.split("@", 1)[0], "g.us")
-    return build_jid(_digits(to))
+    try:
+        jid = parse_jid(to, lids=False, devices=True, plan=False)
+    except InvalidAddress as exc:
+        raise EngineError(str(exc), status=400) from None
+    if jid.server == "g.us":
+        return build_jid(jid.user, "g.us")
+    return build_jid(jid.user)
