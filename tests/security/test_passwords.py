@@ -65,13 +65,18 @@ async def test_account_routes_are_rate_limited(
     sec: SecuritySystem, new_user: Callable[..., Awaitable[User]]
 ) -> None:
     """``/api/auth/*`` and ``/api/users/*`` skipped the per-user rate limit (20/s, burst 40 on
-    the security gateway)."""
+    the security gateway). Whatever the machine's speed, no more calls may succeed than the
+    bucket allows over the time they took."""
     user = await new_user()
-    statuses = await asyncio.gather(*(sec.api.get("/api/auth/me", headers=user.key) for _ in range(80)))
-    codes = [r.status_code for r in statuses]
-    assert codes.count(429) >= 20, codes
-    assert codes.count(200) >= 40, codes
-    limited = next(r for r in statuses if r.status_code == 429)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    responses = await asyncio.gather(*(sec.api.get("/api/auth/me", headers=user.key) for _ in range(150)))
+    elapsed = loop.time() - started
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 429}, codes
+    assert codes.count(200) <= 40 + 20 * elapsed + 2, (elapsed, codes.count(200))
+    assert codes.count(429) >= 1, (elapsed, codes)
+    limited = next(r for r in responses if r.status_code == 429)
     assert int(limited.headers["Retry-After"]) >= 1
 
 
