@@ -55,6 +55,9 @@ def test_payloads_bound_lengths_to_the_store_columns() -> None:
         {"x-a": "1", "X-A": "2"},  # duplicate names
         {f"X-{i}": "v" for i in range(MAX_HEADERS + 1)},  # too many
         {"X-Big": "v" * 4097},  # too long
+        {"X-Name\n": "v"},  # a trailing line break (``re.match`` with ``$`` let it through)
+        {"X-Name": "v\n"},
+        {"User-Agent": "spoofed"},  # set by the dispatcher
     ],
 )
 def test_webhook_headers_are_refused_when_they_cannot_be_sent(headers: dict[str, str]) -> None:
@@ -69,3 +72,17 @@ def test_webhook_headers_accept_ordinary_values() -> None:
     assert CreateInstance.model_validate({"name": "ok", "headers": headers}).headers == headers
     update = UpdateInstance.model_validate({"webhookSettings": {"headers": headers, "secret": "s"}})
     assert update.webhook_settings is not None and update.webhook_settings.headers == headers
+
+
+@pytest.mark.parametrize("value", ["01JD3Z8M4W8Q2J7ZQ7S9W6X2KA", "user-1", "a_b"])
+def test_ids_of_ours(value: str) -> None:
+    from wa_common.ids import is_id
+
+    assert is_id(value)
+
+
+@pytest.mark.parametrize("value", ["", "x\n", "a b", "x" * 65, "\uff11", "a\x00", None, 5])
+def test_not_ids(value: object) -> None:
+    from wa_common.ids import is_id
+
+    assert not is_id(value)

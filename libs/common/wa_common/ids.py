@@ -8,8 +8,22 @@ resolution), so event ids sort by when they happened.
 from __future__ import annotations
 
 import hashlib
+import re
+from typing import TypeGuard
 
 from ulid import ULID
+
+# What an id of ours may look like (ULIDs, and what a route accepts in their place): letters,
+# digits, ``_`` and ``-``, 1-64 of them. ``ID_PATTERN`` is for pydantic/FastAPI ``pattern=``
+# (Rust regex: ``$`` is the end of the text); Python code uses :func:`is_id` (a whole match:
+# ``re.match`` with ``$`` would accept a trailing line break).
+ID_PATTERN = r"^[0-9A-Za-z_-]{1,64}$"
+_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+
+
+def is_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` has the shape of an id (:data:`ID_PATTERN`), so it may reach a store."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
 def new_id() -> str:

@@ -40,6 +40,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from wa_auth.policy import check_new_password
+from wa_common.ids import ID_PATTERN
+from wa_common.schemas.text import text_problem
 
 Role = Literal["admin", "user"]
 
@@ -53,7 +55,7 @@ CIDR_MAX = 64
 ALLOWLIST_MAX = 100
 API_KEY_MAX = 256
 # A user id as auth makes them (a ULID) or as a path segment may carry one.
-USER_ID_PATTERN = r"^[0-9A-Za-z_-]{1,64}$"
+USER_ID_PATTERN = ID_PATTERN
 
 
 def plain_text(value: object) -> object:
@@ -64,12 +66,9 @@ def plain_text(value: object) -> object:
     HMAC): both used to end in a 500.
     """
     if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+        problem = text_problem(value)
+        if problem:
+            raise ValueError(problem)
     return value
 
 

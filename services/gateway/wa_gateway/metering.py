@@ -17,12 +17,12 @@ unpublished at shutdown are flushed once more by the stop hook.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import Counter
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wa_common.ids import is_id
 from wa_common.logs import get_logger
 from wa_common.runtime import Runtime
 from wa_common.schemas import Event, EventType, utcnow
@@ -31,7 +31,6 @@ from wa_common.schemas.events import ApiUsageBatch, ApiUsageCount
 log = get_logger(__name__)
 
 _Key = tuple[str, str, str | None]  # (day, user id, instance id)
-_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _STATE_KEY = "metered_user"
 
 
@@ -53,7 +52,7 @@ class MeteringMiddleware:
         if not isinstance(user_id, str):
             return
         instance_id = (scope.get("path_params") or {}).get("instanceId")
-        ok = 200 <= status < 400 and isinstance(instance_id, str) and _ID.fullmatch(instance_id)
+        ok = 200 <= status < 400 and is_id(instance_id)
         self.meter.count(user_id, instance_id if ok else None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

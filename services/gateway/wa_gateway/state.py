@@ -10,12 +10,12 @@ account); ``auth/routes.py`` wires them.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from wa_common.ids import is_id
 from wa_common.schemas import Caller
 from wa_gateway.auth import get_caller, require_admin
 from wa_gateway.backend import Backend
@@ -24,8 +24,6 @@ from wa_gateway.input_guard import guard_input
 from wa_gateway.limits import MAX_API_CALLS, LimitBook
 from wa_gateway.metering import UsageMeter, mark_metered
 from wa_gateway.settings import GatewaySettings
-
-_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
 
 @dataclass
@@ -82,6 +80,6 @@ def check_instance_id(instance_id: str) -> str:
 def check_id(value: str, not_found: str) -> str:
     """``value`` if it has the shape of our ids (ULIDs, ``[0-9A-Za-z_-]{1,64}``), else 404 with
     ``not_found``: a malformed id never reaches a store."""
-    if not _ID.fullmatch(value):
+    if not is_id(value):
         raise ApiError(404, not_found)
     return value

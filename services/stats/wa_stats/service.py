@@ -26,16 +26,16 @@ the day over without waiting.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wa_common.db import store_status
+from wa_common.ids import is_id
 from wa_common.logs import get_logger
 from wa_common.schemas import Caller, Event, EventType, Query, Reply, utcnow
 from wa_common.schemas.events import LimitExceededData
@@ -100,7 +100,6 @@ OUTBOX_GRACE = timedelta(seconds=15)
 
 # User and instance ids: ULIDs, or what the gateway's routes accept. An id outside this format
 # (a NUL byte from a URL such as /api/instances/%00/status, 10 KB of text) is never stored.
-ID_FORMAT = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 # Most API calls one usage item may carry (one user and instance over one gateway interval);
 # far above what a replica serves, far below the counters' 64-bit range.
 MAX_USAGE_COUNT = 10_000_000
@@ -147,11 +146,6 @@ def _naive(moment: datetime) -> datetime:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment
-
-
-def valid_id(value: Any) -> TypeGuard[str]:
-    """Whether ``value`` is a user or instance id (``ID_FORMAT``)."""
-    return isinstance(value, str) and ID_FORMAT.match(value) is not None
 
 
 def _clean_name(value: Any) -> str:
@@ -347,7 +341,7 @@ class StatsService:
                 refused["malformed"] += 1
                 continue
             user_id, instance_id, count = item.get("userId"), item.get("instanceId"), item.get("count")
-            if not valid_id(user_id):
+            if not is_id(user_id):
                 refused["user_id"] += 1
                 continue
             if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_USAGE_COUNT:
@@ -355,7 +349,7 @@ class StatsService:
                 continue
             if instance_id is None or instance_id == "":
                 instance_id = ""
-            elif not valid_id(instance_id):
+            elif not is_id(instance_id):
                 refused["instance_id"] += 1
                 instance_id = ""
             items.append((str(user_id), str(instance_id), count))
@@ -637,7 +631,7 @@ class StatsService:
         Raises :class:`StatsError` 404 when the instance is unknown, deleted or not the caller's.
         """
         since = period_start(period, self.now(), INSTANCE_PERIODS)
-        if not valid_id(instance_id):
+        if not is_id(instance_id):
             raise StatsError(404, "instance not found")
         not_found = StatsError(404, f"instance {instance_id} not found")
         async with self.repo.read() as conn:
@@ -709,7 +703,7 @@ class StatsService:
         caller = query.caller
         is_admin = caller is None or caller.is_admin
         payload = query.payload
-        if caller is not None and not valid_id(caller.user_id):
+        if caller is not None and not is_id(caller.user_id):
             raise StatsError(400, "the caller's user id is not a valid user id")
         if query.name == STATS_USER:
             user_q = UserStatsQuery.model_validate(payload)
@@ -754,7 +748,7 @@ STORE_STATUS = SessionQuery.STORE_STATUS.value
 
 def _check_user_id(user_id: str) -> None:
     """Refuse (400) a ``userId`` that is not an id: it is the caller's input, never stored."""
-    if not valid_id(user_id):
+    if not is_id(user_id):
         raise StatsError(400, "userId is not a valid user id")
 
 

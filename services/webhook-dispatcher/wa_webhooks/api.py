@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from wa_common.db import store_status
-from wa_common.ids import new_id
+from wa_common.ids import is_id, new_id
 from wa_common.schemas import Reply, Request
 from wa_common.schemas.session import SessionQuery
 from wa_common.schemas.webhooks import (
@@ -29,7 +29,7 @@ from wa_common.schemas.webhooks import (
 from wa_webhooks import models
 from wa_webhooks.outbox import Dispatcher
 from wa_webhooks.repository import NewDelivery, Repository, now_ms
-from wa_webhooks.service import canonical_json, iso_millis, valid_id
+from wa_webhooks.service import canonical_json, iso_millis
 
 NOT_FOUND = "Instance not found"
 
@@ -97,7 +97,7 @@ class WebhooksApi:
 
     async def _endpoint(self, request: Request) -> models.Endpoint | None:
         # An id that cannot exist is not looked up (a NUL byte would make the store fail): 404.
-        if not valid_id(request.instance_id) or request.caller is None:
+        if not is_id(request.instance_id) or request.caller is None:
             return None
         ep = await self.repo.endpoint(request.instance_id)
         if ep is None or ep.deleted:
@@ -141,7 +141,7 @@ class WebhooksApi:
         ep = await self._endpoint(request)
         if ep is None:
             return Reply.failure(404, NOT_FOUND)
-        original = await self.repo.get_delivery(cmd.delivery_id) if valid_id(cmd.delivery_id) else None
+        original = await self.repo.get_delivery(cmd.delivery_id) if is_id(cmd.delivery_id) else None
         if original is None or original.instance_id != ep.instance_id:
             return Reply.failure(404, "Delivery not found")
         if original.status == "pending":

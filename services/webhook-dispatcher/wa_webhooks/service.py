@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeGuard
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -38,37 +38,14 @@ from wa_common.schemas.events import (
     QrReceivedData,
     WebhookUpdatedData,
 )
+from wa_common.schemas.text import header_name_problem, header_value_problem, is_reserved_header
 
 log = get_logger(__name__)
 
 USER_AGENT = f"wa-webhooks/{__version__}"
-# Headers the dispatcher sets or that frame/route the request: a custom header never replaces
-# them (it is left out, compared case-insensitively), nor does any ``X-Webhook-*`` name.
-RESERVED_HEADERS = frozenset(
-    {
-        "content-type",
-        "content-length",
-        "user-agent",
-        "host",
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "upgrade",
-        "expect",
-        "proxy-connection",
-        "proxy-authorization",
-    }
-)
-RESERVED_PREFIX = "x-webhook-"
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 field-name
-# RFC 9110 field-value without obs-text: visible ASCII, with spaces/tabs only inside.
-_FIELD_VALUE = re.compile(r"^(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?$")
-MAX_HEADER_NAME = 128
+# Stored custom header values are sent up to this length (the gateway accepts at most
+# ``wa_common.schemas.text.MAX_HEADER_VALUE`` now; older settings may hold longer ones).
 MAX_HEADER_VALUE = 8192
-# User and instance ids (ULIDs, or what the gateway's routes accept).
-ID_FORMAT = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 MAX_ERROR_TEXT = 500
 REDACTED = "[redacted]"
@@ -211,11 +188,6 @@ def webhook_body(event: str, data: Mapping[str, Any], occurred_at: datetime) -> 
     return canonical_json({"event": event, "data": dict(data), "timestamp": iso_millis(occurred_at)})
 
 
-def valid_id(value: object) -> TypeGuard[str]:
-    """Whether ``value`` is an id this service may look up (``ID_FORMAT``)."""
-    return isinstance(value, str) and ID_FORMAT.match(value) is not None
-
-
 class InvalidHeader(ValueError):
     """A custom header that cannot be sent in HTTP. The message names the header, never its
     value (custom header values are often credentials, e.g. ``Authorization``)."""
@@ -238,7 +210,7 @@ def request_headers(
     """Headers of one webhook request.
 
     ``custom`` headers come first and never replace ours or those that frame the request
-    (:data:`RESERVED_HEADERS`, ``X-Webhook-*``; compared case-insensitively: left out). A custom
+    (``wa_common.schemas.text.is_reserved_header``: left out). A custom
     header that HTTP cannot carry — a name that is not a token, a value with a line break, another
     control character or non-ASCII text, or too long — raises :class:`InvalidHeader` (the attempt
     fails, saying which header): it is never sent altered or silently left out.
@@ -246,15 +218,13 @@ def request_headers(
     headers: dict[str, str] = {}
     for raw_name, value in (custom or {}).items():
         name = str(raw_name)
-        lowered = name.lower()
-        if lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_PREFIX):
+        if is_reserved_header(name):
             continue
-        if len(name) > MAX_HEADER_NAME or not _TOKEN.match(name):
-            raise InvalidHeader(
-                f"custom header name {name[:40]!r} is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)"
-            )
+        problem = header_name_problem(name)
+        if problem:
+            raise InvalidHeader(f"custom {problem}")
         text = str(value).strip(" \t")
-        if len(text) > MAX_HEADER_VALUE or not _FIELD_VALUE.match(text):
+        if header_value_problem(text, MAX_HEADER_VALUE):
             raise InvalidHeader(
                 f"custom header {name!r} has a value HTTP cannot carry: only visible ASCII "
                 f"characters, spaces and tabs, at most {MAX_HEADER_VALUE} (no line breaks, "

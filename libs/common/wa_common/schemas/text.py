@@ -32,11 +32,12 @@ MAX_HEADERS = 20
 MAX_HEADER_NAME = 128
 MAX_HEADER_VALUE = 4096
 MAX_HEADERS_BYTES = 8192
-# RFC 9110 section 5.6.2: token = 1*tchar.
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# RFC 9110 section 5.6.2: token = 1*tchar (always matched whole: ``$`` would let a trailing
+# line break through).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Visible ASCII, space and tab (RFC 9110 field-value without obs-text), not starting or ending
 # with white space.
-_FIELD_VALUE = re.compile(r"^(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?$")
+_FIELD_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?")
 # The dispatcher sets these itself (framing, routing, the signature): a custom value would break
 # the request or forge the signature.
 RESERVED_HEADERS = frozenset(
@@ -53,6 +54,7 @@ RESERVED_HEADERS = frozenset(
         "proxy-connection",
         "proxy-authorization",
         "expect",
+        "user-agent",
     }
 )
 RESERVED_PREFIX = "x-webhook-"
@@ -132,23 +134,47 @@ def _safe_text(value: str) -> str:
     return value
 
 
-def _header_name(value: str) -> str:
-    if not _TOKEN.match(value):
-        raise ValueError(
-            f"header name {value[:40]!r} is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)"
+def header_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an HTTP header name (``None`` when it can): not an RFC 9110 token, or
+    longer than :data:`MAX_HEADER_NAME`. Used at the edge and by the dispatcher when it sends."""
+    if len(name) > MAX_HEADER_NAME or not _TOKEN.fullmatch(name):
+        return (
+            f"header name {name[:40]!r} is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~, "
+            f"at most {MAX_HEADER_NAME})"
         )
-    lowered = value.lower()
-    if lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_PREFIX):
+    return None
+
+
+def header_value_problem(value: str, max_length: int = MAX_HEADER_VALUE) -> str | None:
+    """Why ``value`` cannot be sent as an HTTP header value (``None`` when it can); never quotes
+    it (it may be a credential)."""
+    if len(value) > max_length or not _FIELD_VALUE.fullmatch(value):
+        return (
+            f"header values must be visible ASCII characters, spaces or tabs, at most {max_length} "
+            "(no line breaks, no non-ASCII text, no leading or trailing white space)"
+        )
+    return None
+
+
+def is_reserved_header(name: str) -> bool:
+    """Whether the dispatcher sets ``name`` itself or it frames the request (case-insensitive)."""
+    lowered = name.lower()
+    return lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_PREFIX)
+
+
+def _header_name(value: str) -> str:
+    problem = header_name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    if is_reserved_header(value):
         raise ValueError(f"header {value!r} is set by the webhook dispatcher and cannot be customised")
     return value
 
 
 def _header_value(value: str) -> str:
-    if not _FIELD_VALUE.match(value):
-        raise ValueError(
-            "header values must be visible ASCII characters, spaces or tabs (no line breaks, no "
-            "non-ASCII text, no leading or trailing white space)"
-        )
+    problem = header_value_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 

@@ -10,14 +10,13 @@
 from __future__ import annotations
 
 import hmac
-import re
 
 from fastapi import Header, HTTPException, Request
 from pydantic import ValidationError
 
-from wa_auth.schemas import USER_ID_PATTERN
 from wa_auth.service import AuthService
 from wa_auth.throttle import ClientAddress, normalise_address
+from wa_common.ids import is_id
 from wa_common.schemas import Caller
 
 INTERNAL_TOKEN_HEADER = "x-internal-token"  # noqa: S105 (a header name)
@@ -43,9 +42,6 @@ async def check_internal_token(
         )
 
 
-_USER_ID = re.compile(USER_ID_PATTERN)
-
-
 async def get_caller(x_wa_caller: str | None = Header(None, include_in_schema=False)) -> Caller:
     """The caller the gateway authenticated (header ``x-wa-caller``: ``{"user_id", "role"}`` JSON)."""
     if not x_wa_caller:
@@ -54,7 +50,7 @@ async def get_caller(x_wa_caller: str | None = Header(None, include_in_schema=Fa
         caller = Caller.from_bytes(x_wa_caller)
     except (ValidationError, ValueError) as exc:
         raise HTTPException(400, detail="x-wa-caller: not a caller identity") from exc
-    if not _USER_ID.match(caller.user_id):
+    if not is_id(caller.user_id):
         raise HTTPException(400, detail="x-wa-caller: not a caller identity")
     return caller
 

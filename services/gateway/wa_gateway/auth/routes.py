@@ -28,6 +28,7 @@ import httpx
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from wa_common.ids import ID_PATTERN
 from wa_common.schemas import Caller
 from wa_common.schemas.session import MAX_SKIP
 from wa_gateway.auth.client import AuthUnavailable
@@ -57,7 +58,7 @@ Layer = Annotated[AuthLayer, Depends(auth_layer)]
 AnyCaller = Annotated[Caller, Depends(_checked_caller)]
 Admin = Annotated[Caller, Depends(_checked_admin)]
 JsonObject = Annotated[dict[str, Any], Body()]
-UserId = Annotated[str, Path(alias="userId", pattern=r"^[0-9A-Za-z_-]{1,64}$")]
+UserId = Annotated[str, Path(alias="userId", pattern=ID_PATTERN)]
 
 
 def _relay(response: httpx.Response, *, only: tuple[str, ...] | None = None) -> Response:
