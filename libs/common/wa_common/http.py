@@ -1,4 +1,6 @@
-"""ASGI middleware every FastAPI service installs: correlation id and HTTP RED metrics.
+"""ASGI middleware every FastAPI service installs (``runtime.create_app``): correlation id and
+HTTP RED metrics (:class:`ObservabilityMiddleware`), and safe answers to unexpected errors
+(:class:`SafeErrorsMiddleware`).
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streaming bodies and background tasks are unaffected.
 The ``route`` label is the matched route template (``/api/instances/{instance_id}``), never the
@@ -10,13 +12,16 @@ from __future__ import annotations
 
 import time
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wa_common.logs import correlation_scope
+from wa_common.logs import correlation_scope, exception_fields, get_correlation_id, get_logger
 from wa_common.metrics import HTTP_IN_FLIGHT, HTTP_REQUESTS, HTTP_SECONDS
 
 CORRELATION_HTTP_HEADER = b"x-correlation-id"
 _UNTRACKED = frozenset({"/metrics", "/healthz", "/readyz"})
+
+log = get_logger(__name__)
 
 
 class ObservabilityMiddleware:
@@ -58,3 +63,36 @@ class ObservabilityMiddleware:
                     method = scope.get("method", "GET")
                     HTTP_REQUESTS.labels(method, template, str(status)).inc()
                     HTTP_SECONDS.labels(method, template).observe(time.perf_counter() - started)
+
+
+class SafeErrorsMiddleware:
+    """Answers an exception no handler took with 500 ``{"error": "Internal server error
+    (correlation id <id>)"}`` and logs it with ``exception_fields`` (types, SQLSTATE codes,
+    frames; never its message, which may carry SQL parameters, secrets or input). The exception
+    is not re-raised, so the server does not log it with its message either. Installed innermost
+    (inside the correlation scope); a response already started is left to the server to end."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            route = getattr(scope.get("route"), "path", None)
+            log.error("unhandled error", method=scope.get("method"), route=route, **exception_fields(exc))
+            if started:
+                return
+            body = {"error": f"Internal server error (correlation id {get_correlation_id()})"}
+            await JSONResponse(body, status_code=500)(scope, receive, send)

@@ -6,6 +6,10 @@ Every log line is one JSON object (``LOG_FORMAT=json``, the default) or a readab
 header ``x-correlation-id`` and the bus consumer binds it back, so one id follows a call across
 services. Standard-library loggers (uvicorn, aio-pika, alembic) are routed through the same
 renderer.
+
+Exceptions are logged by :func:`exception_fields`: types (qualified), SQLSTATE codes and stack
+frames, never a message (a driver quotes the value it could not store, which may be a webhook
+secret or a password hash; others quote the request that failed) except a network error's.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -99,3 +104,50 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     """Return a structlog logger; ``name`` is usually ``__name__``."""
     return structlog.stdlib.get_logger(name)
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, the driver exception it wraps (SQLAlchemy's ``orig``) and their explicit causes."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack and len(seen) < 8:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        stack.extend([current.__cause__, orig if isinstance(orig, BaseException) else None])
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE code a database driver put on ``exc`` (asyncpg ``sqlstate``, psycopg ``pgcode``)."""
+    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return state if isinstance(state, str) else None
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``sqlalchemy.exc.DBAPIError <- asyncpg.exceptions.RaiseError[P0001]``: the qualified types
+    and SQLSTATE codes of ``exc`` and what it wraps. Messages are kept only for network errors
+    (addresses, errno)."""
+    parts: list[str] = []
+    for item in exception_chain(exc):
+        kind = type(item)
+        text = (
+            kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        state = sqlstate(item)
+        if state:
+            text += f"[{state}]"
+        if isinstance(item, OSError | TimeoutError) and str(item):
+            text += f": {str(item)[:200]}"
+        if text not in parts:
+            parts.append(text)
+    return " <- ".join(parts)
+
+
+def exception_fields(exc: BaseException) -> dict[str, Any]:
+    """Log fields for any failure: ``error`` (:func:`describe_exception`) and ``frames`` (where it
+    was raised, without its message)."""
+    frames = "".join(traceback.format_tb(exc.__traceback__)) + type(exc).__name__
+    return {"error": describe_exception(exc), "frames": frames}

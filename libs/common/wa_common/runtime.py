@@ -20,12 +20,13 @@ from typing import Any
 import uvicorn
 from aio_pika.exceptions import AMQPError
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from wa_common import __version__
 from wa_common.bus import Bus, DeadLetterLimits, RpcClient
 from wa_common.health import HealthChecks, health_router
-from wa_common.http import ObservabilityMiddleware
+from wa_common.http import ObservabilityMiddleware, SafeErrorsMiddleware
 from wa_common.logs import configure_logging, get_logger
 from wa_common.metrics import BUILD_INFO
 from wa_common.settings import ServiceSettings
@@ -156,7 +157,8 @@ class Runtime:
 def create_app(
     runtime: Runtime, *, title: str, description: str = "", docs: bool = True, **kwargs: Any
 ) -> FastAPI:
-    """A FastAPI app wired to ``runtime``: lifespan, health/metrics routes, observability middleware."""
+    """A FastAPI app wired to ``runtime``: lifespan, health/metrics routes, observability
+    middleware, and safe 500s for unexpected errors (``wa_common.http``)."""
     app = FastAPI(
         title=title,
         description=description,
@@ -170,6 +172,8 @@ def create_app(
     app.state.runtime = runtime
     app.include_router(health_router(runtime.health))
     app.add_middleware(ObservabilityMiddleware)
+    # Innermost: later add_middleware calls wrap outside it, so it stays in the correlation scope.
+    app.user_middleware.append(Middleware(SafeErrorsMiddleware))
     return app
 
 

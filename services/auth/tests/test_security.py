@@ -532,7 +532,7 @@ async def test_a_failing_store_write_leaks_no_secret(api: httpx.AsyncClient, aut
         assert answer.headers["x-correlation-id"] in error
     log = auth.proc.log.read_text(errors="replace")
     unhandled = [json.loads(line) for line in log.splitlines() if '"unhandled error"' in line]
-    assert len(unhandled) == 3 and all("sqlalchemy" in e["error_type"] for e in unhandled), unhandled
+    assert len(unhandled) == 3 and all("sqlalchemy" in e["error"] for e in unhandled), unhandled
     for marker in ("$argon2id$", "wak_", "[parameters", new_password, user["password"]):
         assert marker not in log, marker
 

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from wa_common.bus import PublishError, RequestTimeout
-from wa_common.logs import get_correlation_id, get_logger
+from wa_common.logs import get_logger
 from wa_gateway.schemas import ErrorBody
 
 log = get_logger(__name__)
@@ -154,12 +154,6 @@ async def _publish_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    cid = getattr(request.state, "correlation_id", None) or get_correlation_id()
-    log.error("unhandled error", exc_info=exc)
-    return error_response(500, f"Internal server error (correlation id {cid})")
-
-
 def _target_name(routing_key: str) -> str:
     if routing_key.startswith("wa.shard.") or routing_key == "query":
         return "session workers"
@@ -178,7 +172,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, _validation_error)
     app.add_exception_handler(RequestTimeout, _timeout)
     app.add_exception_handler(PublishError, _publish_error)
-    app.add_exception_handler(Exception, _unexpected)
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -10,6 +10,7 @@ from annotated_types import MaxLen
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from wa_common.logs import describe_exception
 from wa_common.schemas import Caller, Command, Query
 from wa_common.schemas import session as s
 from wa_common.schemas.session import SessionCommand as C
@@ -152,7 +153,7 @@ def test_store_errors_are_told_apart_without_quoting_values() -> None:
 
     quoted = DBAPIError("INSERT", {}, Driver("invalid input for query argument $4: 'Bearer s3cr3t'", "22000"))
     assert errors.is_data_error(quoted) and not errors.is_store_unavailable(quoted)
-    assert "s3cr3t" not in errors.describe(quoted) and "22000" in errors.describe(quoted)
+    assert "s3cr3t" not in describe_exception(quoted) and "22000" in describe_exception(quoted)
     too_long = DBAPIError("INSERT", {}, Driver("value too long", "22001"))
     assert errors.data_error_message(too_long) == "a value is longer than the store allows"
     unique = DBAPIError("INSERT", {}, Driver("duplicate key", "23505"))
@@ -160,7 +161,7 @@ def test_store_errors_are_told_apart_without_quoting_values() -> None:
     assert errors.is_data_error(OverflowError("Python int too large to convert to SQLite INTEGER"))
     lost = OperationalError("SELECT", {}, ConnectionResetError(104, "connection reset by peer"))
     assert errors.is_store_unavailable(lost) and not errors.is_data_error(lost)
-    assert "connection reset" in errors.describe(lost)
+    assert "connection reset" in describe_exception(lost)
     down = DBAPIError("SELECT", {}, Driver("terminating connection due to administrator command", "57P01"))
     assert errors.is_store_unavailable(down)
     assert not errors.is_store_unavailable(RuntimeError("bug"))

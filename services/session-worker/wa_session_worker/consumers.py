@@ -27,16 +27,10 @@ from pydantic_core import PydanticSerializationError
 
 from wa_common.bus import QUERY_QUEUE, SERVICE_QUEUES, Consumer, Delivery, Reject, send_reply
 from wa_common.bus.client import Handler
-from wa_common.logs import get_logger
+from wa_common.logs import describe_exception, exception_fields, get_logger
 from wa_common.schemas import Command, Event, Query, Reply
 from wa_common.schemas.events import EventType, UserEventData
-from wa_session_worker.failures import (
-    data_error_message,
-    describe,
-    is_data_error,
-    is_store_unavailable,
-    log_fields,
-)
+from wa_session_worker.failures import data_error_message, is_data_error, is_store_unavailable
 from wa_session_worker.service.core import WorkerService
 
 log = get_logger(__name__)
@@ -46,7 +40,7 @@ RequestKind = type[Command] | type[Query]
 
 class StoreUnavailable(RuntimeError):
     """The store failed while handling a request; the bus redelivers it. The message names the
-    failure's types and SQLSTATE only (:func:`describe`), never the driver's text."""
+    failure's types and SQLSTATE only (``describe_exception``), never the driver's text."""
 
 
 def _parse(kind: RequestKind, body: bytes) -> Command | Query:
@@ -101,13 +95,15 @@ def _request_handler(
         except Exception as exc:
             where = {"name": _short(request.name), "instance_id": _short(request.instance_id)}
             if is_data_error(exc):
-                log.warning(f"{label} refused: the store cannot hold its data", **where, **log_fields(exc))
+                log.warning(
+                    f"{label} refused: the store cannot hold its data", **where, **exception_fields(exc)
+                )
                 reply = Reply.failure(400, f"Invalid request: {data_error_message(exc)}")
             elif is_store_unavailable(exc):
-                log.warning(f"{label} postponed: the store failed", **where, error=describe(exc))
-                raise StoreUnavailable(describe(exc)) from None
+                log.warning(f"{label} postponed: the store failed", **where, error=describe_exception(exc))
+                raise StoreUnavailable(describe_exception(exc)) from None
             else:
-                log.error(f"{label} failed", **where, **log_fields(exc))
+                log.error(f"{label} failed", **where, **exception_fields(exc))
                 reply = Reply.failure(500, f"internal error while handling {_short(request.name)}")
         if reply is not None:
             await _answer(service, delivery, reply)

@@ -8,19 +8,16 @@
   same data again fails the same way: the request is answered 400, never retried.
 - :func:`is_store_unavailable`: the store is unreachable, timed out or refused the connection:
   the message is redelivered, since a later attempt may succeed.
-- :func:`describe`, :func:`log_fields`: a log-safe account of any failure (exception types,
-  SQLSTATE codes, stack frames). Messages are left out on purpose: asyncpg quotes the offending
-  argument (``invalid input for query argument $4: 'Bearer …'``), which may be a webhook secret
-  or a header value, and other exceptions may quote the request or event that failed.
+Failures are logged with ``wa_common.logs.exception_fields`` (types, SQLSTATE codes, frames; no
+messages: asyncpg quotes the offending argument, ``invalid input for query argument $4:
+'Bearer …'``, which may be a webhook secret or a header value).
 """
 
 from __future__ import annotations
 
-import traceback
-from collections.abc import Iterator
-from typing import Any
-
 from sqlalchemy import exc as sa_exc
+
+from wa_common.logs import exception_chain, sqlstate
 
 try:  # pymongo is a dependency of the MongoDB store only
     from bson.errors import InvalidDocument, InvalidStringData
@@ -39,25 +36,6 @@ _NETWORK: tuple[type[BaseException], ...] = (OSError, TimeoutError, *_MONGO_DOWN
 _UNAVAILABLE: tuple[type[BaseException], ...] = (sa_exc.DBAPIError, sa_exc.TimeoutError, *_NETWORK)
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc``, the driver exception it wraps (``orig``) and their explicit causes."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack and len(seen) < 8:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        orig = getattr(current, "orig", None)
-        stack.extend([current.__cause__, orig if isinstance(orig, BaseException) else None])
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
-    return state if isinstance(state, str) else None
-
-
 def _mongo_data_error(exc: BaseException) -> bool:
     if isinstance(exc, _MONGO_DATA):
         return True
@@ -68,10 +46,10 @@ def _mongo_data_error(exc: BaseException) -> bool:
 
 def is_data_error(exc: BaseException) -> bool:
     """Whether ``exc`` is the store refusing the statement's values (see the module docstring)."""
-    for item in _chain(exc):
+    for item in exception_chain(exc):
         if isinstance(item, sa_exc.DataError | sa_exc.IntegrityError | UnicodeError | OverflowError):
             return True
-        state = _sqlstate(item)
+        state = sqlstate(item)
         if state is not None and state[:2] in _DATA_CLASSES:
             return True
         if _mongo_data_error(item):
@@ -88,8 +66,8 @@ def is_store_unavailable(exc: BaseException) -> bool:
 
 def data_error_message(exc: BaseException) -> str:
     """What was wrong with the data, in words that quote none of it."""
-    for item in _chain(exc):
-        state = _sqlstate(item) or ""
+    for item in exception_chain(exc):
+        state = sqlstate(item) or ""
         if state == "22001":
             return "a value is longer than the store allows"
         if state == "22003" or isinstance(item, OverflowError):
@@ -99,34 +77,3 @@ def data_error_message(exc: BaseException) -> str:
         if state.startswith("23") or isinstance(item, sa_exc.IntegrityError):
             return "the request conflicts with stored data"
     return "a value cannot be stored"
-
-
-def describe(exc: BaseException) -> str:
-    """Exception types (qualified: ``asyncpg.exceptions.RaiseError``) and SQLSTATE codes of
-    ``exc`` and what it wraps, for logs. The messages of network errors are kept (addresses,
-    errno); those of the store and its driver never are."""
-    parts: list[str] = []
-    for item in _chain(exc):
-        kind = type(item)
-        text = kind.__qualname__
-        if kind.__module__ != "builtins":
-            text = f"{kind.__module__}.{text}"
-        state = _sqlstate(item)
-        if state:
-            text += f"[{state}]"
-        if isinstance(item, _NETWORK) and str(item):
-            text += f": {str(item)[:200]}"
-        if text not in parts:
-            parts.append(text)
-    return " <- ".join(parts)
-
-
-def frames(exc: BaseException) -> str:
-    """Where ``exc`` was raised: its stack frames and type, without its message."""
-    return "".join(traceback.format_tb(exc.__traceback__)) + type(exc).__name__
-
-
-def log_fields(exc: BaseException) -> dict[str, Any]:
-    """Log fields for any failure: :func:`describe` and :func:`frames` (no exception message:
-    the request or event that failed may be quoted in it)."""
-    return {"error": describe(exc), "frames": frames(exc)}

@@ -26,9 +26,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from wa_common.bus import Bus, PublishError, shard_for
-from wa_common.logs import get_logger
+from wa_common.logs import describe_exception, get_logger
 from wa_common.schemas import Event, utcnow
-from wa_session_worker.failures import describe
 from wa_session_worker.metrics import OUTBOX_PENDING, OUTBOX_RELAYED
 from wa_session_worker.repository.base import OutboxRec, Repository
 
@@ -102,7 +101,7 @@ async def deliver(bus: Bus, event: Event, published: Published) -> bool:
 def _safe_error(exc: BaseException) -> str:
     """A log-safe account of a relay failure: an entry's body holds event data (webhook secrets
     in instance snapshots), which a parse error or a driver error would quote."""
-    return str(exc) if isinstance(exc, PublishError) else describe(exc)
+    return str(exc) if isinstance(exc, PublishError) else describe_exception(exc)
 
 
 async def relay_once(repo: Repository, bus: Bus, shards: list[int], grace_s: float) -> int:

@@ -60,7 +60,7 @@ from neonize.utils.jid import build_jid
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from wa_common.jids import InvalidAddress, parse_jid
-from wa_common.logs import get_logger
+from wa_common.logs import exception_fields, get_logger
 from wa_common.tasks import TaskSupervisor
 from wa_session_worker.engines.base import (
     Connected,
@@ -89,7 +89,6 @@ from wa_session_worker.engines.neonize_engine.translate import (
     translate_receipt,
 )
 from wa_session_worker.engines.settings import EngineSettings
-from wa_session_worker.failures import log_fields
 
 log = get_logger(__name__)
 
@@ -527,7 +526,7 @@ class NeonizeEngine(Engine):
             ENGINE_ERRORS.labels(ENGINE, "callback").inc()
             # No exception message: a store error quotes the value it refused (message text,
             # device keys).
-            log.error("engine event callback failed", event=type(event).__name__, **log_fields(exc))
+            log.error("engine event callback failed", event=type(event).__name__, **exception_fields(exc))
 
 
 def _digits(phone: str) -> str:

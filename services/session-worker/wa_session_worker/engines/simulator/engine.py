@@ -46,7 +46,7 @@ from aiormq.exceptions import ChannelNotFoundEntity
 
 from wa_common.bus import EXCHANGE_SIM, Bus, PublishError
 from wa_common.ids import new_id
-from wa_common.logs import get_logger
+from wa_common.logs import exception_fields, get_logger
 from wa_common.schemas.sim import (
     GROUP_SERVER,
     SimCodeEntry,
@@ -93,7 +93,6 @@ from wa_session_worker.engines.base import (
 from wa_session_worker.engines.metrics import ENGINE_ERRORS, SIM_DOUBLE_CONNECTIONS, SIM_EXTERNAL_MESSAGES
 from wa_session_worker.engines.settings import EngineSettings
 from wa_session_worker.engines.simulator.codes import make_device_id, make_pairing_code, make_qr_code
-from wa_session_worker.failures import log_fields
 
 log = get_logger(__name__)
 
@@ -560,7 +559,7 @@ class SimulatorEngine(Engine):
             ENGINE_ERRORS.labels(ENGINE, "callback").inc()
             # No exception message: a store error quotes the value it refused (message text,
             # device keys).
-            log.error("engine event callback failed", event=type(event).__name__, **log_fields(exc))
+            log.error("engine event callback failed", event=type(event).__name__, **exception_fields(exc))
 
     async def _publish(self, key: str, body: bytes, *, mandatory: bool) -> None:
         await self.bus.publish(EXCHANGE_SIM, key, body, persistent=False, mandatory=mandatory)
