@@ -31,11 +31,9 @@ def _refuse(field: str, message: str) -> ApiError:
 
 
 def _check_text(field: str, value: str, max_length: int) -> None:
-    problem = text_problem(value)
+    problem = text_problem(value, max_length)
     if problem:
         raise _refuse(field, problem)
-    if len(value) > max_length:
-        raise _refuse(field, f"at most {max_length} characters")
 
 
 def check_json(value: Any) -> None:

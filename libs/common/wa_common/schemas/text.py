@@ -66,13 +66,16 @@ MAX_STRING = 65_536
 MAX_KEY = 256
 
 
-def text_problem(value: str) -> str | None:
+def text_problem(value: str, max_length: int | None = None) -> str | None:
     """Why ``value`` cannot be stored as text (``None`` when it can): a NUL character (PostgreSQL
-    refuses it) or a lone surrogate (not Unicode; JSON's ``\\ud800`` escapes produce them)."""
+    refuses it), a lone surrogate (not Unicode; JSON's ``\\ud800`` escapes produce them), or more
+    than ``max_length`` characters when a bound is given."""
     if "\x00" in value:
         return "must not contain NUL characters (\\u0000)"
     if not value.isascii() and _SURROGATE.search(value):  # isascii() is O(1)
         return "must be valid Unicode text: it contains an unpaired surrogate (\\ud800-\\udfff)"
+    if max_length is not None and len(value) > max_length:
+        return f"at most {max_length} characters"
     return None
 
 
@@ -94,9 +97,7 @@ def json_problems(
         if depth > max_depth:
             yield field, f"nested more than {max_depth} levels deep"
         elif isinstance(item, str):
-            problem = text_problem(item)
-            if problem is None and len(item) > max_string and field not in unbounded:
-                problem = f"at most {max_string} characters"
+            problem = text_problem(item, None if field in unbounded else max_string)
             if problem is not None:
                 yield field, problem
         elif isinstance(item, bool) or item is None:
@@ -110,9 +111,7 @@ def json_problems(
         elif isinstance(item, dict):
             for raw_key, child in item.items():
                 key = str(raw_key)
-                problem = text_problem(key)
-                if problem is None and len(key) > MAX_KEY:
-                    problem = f"at most {MAX_KEY} characters"
+                problem = text_problem(key, MAX_KEY)
                 if problem is not None:  # reported on the object: a bad key is no field name
                     yield field, f"a key {problem}"
                     continue

@@ -78,9 +78,7 @@ class _Problems:
 
 
 def _text(problems: _Problems, field: str, value: str, limit: int) -> None:
-    problem = text_problem(value)
-    if problem is None and len(value) > limit:
-        problem = f"at most {limit} characters"
+    problem = text_problem(value, limit)
     if problem is not None:
         problems.add(field, problem)
 
