@@ -86,3 +86,10 @@ def test_not_ids(value: object) -> None:
     from wa_common.ids import is_id
 
     assert not is_id(value)
+
+
+def test_storable_replaces_what_the_store_cannot_hold() -> None:
+    from wa_common.schemas.text import storable
+
+    assert storable("a\x00b\ud800c", 4) == "a\ufffdb\ufffd"
+    assert storable("plain é 🎉") == "plain é 🎉"

@@ -71,6 +71,7 @@ from wa_common.schemas.stats import (
     UserStatsQuery,
     UserStatsTotal,
 )
+from wa_common.schemas.text import storable
 from wa_stats.metrics import (
     DUPLICATES_SKIPPED,
     EVENT_LAG,
@@ -149,9 +150,9 @@ def _naive(moment: datetime) -> datetime:
 
 
 def _clean_name(value: Any) -> str:
-    """An instance name as stored: text without NUL bytes (which PostgreSQL refuses), cut to
+    """An instance name as stored: storable text (``wa_common.schemas.text.storable``), cut to
     ``MAX_NAME_LENGTH`` characters."""
-    return str(value or "").replace("\x00", "")[:MAX_NAME_LENGTH]
+    return storable(str(value or ""), MAX_NAME_LENGTH)
 
 
 def _non_negative_int(value: Any) -> int:

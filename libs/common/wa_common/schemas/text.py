@@ -7,7 +7,8 @@ header fields must be RFC 9110 tokens (names) and visible ASCII (values), or the
 dispatcher cannot send them. These types refuse such input where it enters, with a message that
 says why (pydantic turns the ``ValueError`` into a 400 naming the field).
 
-- :func:`text_problem`: why a string is not storable text (``None`` when it is).
+- :func:`text_problem`: why a string is not storable text (``None`` when it is);
+  :func:`storable`: the same string made storable (for text no caller can be told about).
 - :data:`SafeStr`: ``str`` without NUL characters or lone surrogates.
 - :data:`HeaderName`, :data:`HeaderValue`, :data:`WebhookHeaders`: custom webhook headers
   (at most :data:`MAX_HEADERS` of them, :data:`MAX_HEADERS_BYTES` bytes of names and values in
@@ -60,6 +61,7 @@ RESERVED_HEADERS = frozenset(
 RESERVED_PREFIX = "x-webhook-"
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 MAX_INT = 2**53 - 1
 MAX_STRING = 65_536
@@ -77,6 +79,14 @@ def text_problem(value: str, max_length: int | None = None) -> str | None:
     if max_length is not None and len(value) > max_length:
         return f"at most {max_length} characters"
     return None
+
+
+def storable(value: str, limit: int | None = None) -> str:
+    """``value`` made storable: NUL characters and unpaired surrogates replaced by U+FFFD, cut to
+    ``limit`` characters. For text a service did not get from a caller (WhatsApp's, another
+    service's event), where refusing is no option."""
+    value = _UNSTORABLE.sub("\ufffd", value)
+    return value[:limit] if limit is not None else value
 
 
 def json_problems(

@@ -61,6 +61,7 @@ from wa_common.schemas.session import (
     SessionQuery,
     UpdateInstance,
 )
+from wa_common.schemas.text import storable
 from wa_session_worker import media as media_mod
 from wa_session_worker import models
 from wa_session_worker.engines.base import (
@@ -478,9 +479,9 @@ class WorkerService:
         at = _from_unix(msg.timestamp)
         # Text from WhatsApp is made storable (no NUL, no unpaired surrogate, within its column):
         # a message the store refused would be lost.
-        text = guard.storable(msg.text or (media.caption if media and media.caption else ""))
+        text = storable(msg.text or (media.caption if media and media.caption else ""))
         push_name = _fit(msg.push_name, guard.MAX_CONTACT_NAME)
-        msg = replace(msg, push_name=push_name, type=guard.storable(msg.type, _MESSAGE_TYPE_MAX))
+        msg = replace(msg, push_name=push_name, type=storable(msg.type, _MESSAGE_TYPE_MAX))
         rec = MessageRec(
             id=new_id(),
             instance_id=msg.instance_id,
@@ -1258,7 +1259,7 @@ _FILE_NAME_MAX = guard.column_length(models.messages.c.file_name)
 
 def _fit(value: str | None, limit: int | None) -> str | None:
     """Text from WhatsApp made storable in a column of ``limit`` characters (``None`` stays)."""
-    return guard.storable(value, limit) if value is not None else None
+    return storable(value, limit) if value is not None else None
 
 
 def _whole_ms(at: datetime) -> datetime:

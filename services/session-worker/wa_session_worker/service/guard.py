@@ -15,13 +15,12 @@ Two layers, both shared with the gateway (one definition of each rule):
 
 A violation answers 400 with ``details`` naming each field; messages never quote the offending
 value (it may be a secret). Recipients and chat ids are checked where they are parsed
-(:func:`wa_session_worker.service.views.to_jid`). :func:`storable` makes text the worker did not
-receive from a caller (WhatsApp's) fit the store.
+(:func:`wa_session_worker.service.views.to_jid`). Text the worker did not
+receive from a caller (WhatsApp's) fit the store with ``wa_common.schemas.text.storable``.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sqlalchemy import Column
@@ -54,15 +53,6 @@ MAX_IDEMPOTENCY_KEY = column_length(m.idempotency.c.key)  # 200
 MAX_CONTACT_NAME = column_length(m.contacts.c.name)  # 256 (push_name too)
 MAX_MIMETYPE = column_length(m.messages.c.mime_type)  # 128
 MAX_PUSH_NAME = column_length(m.instances.c.push_name)  # 256 (the linked account's own)
-
-_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
-
-
-def storable(value: str, limit: int | None = None) -> str:
-    """``value`` made storable: NUL characters and unpaired surrogates replaced by U+FFFD, cut to
-    ``limit`` characters. For text the worker did not receive from a caller (WhatsApp's)."""
-    value = _BAD_TEXT.sub("\ufffd", value)
-    return value[:limit] if limit is not None else value
 
 
 class _Problems:
