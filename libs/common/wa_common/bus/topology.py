@@ -243,7 +243,7 @@ async def declare_dead_letter_queues(
 async def declare_queue(channel: AbstractChannel, spec: QueueSpec, delivery_limit: int) -> AbstractQueue:
     """Declare ``spec`` and its bindings (idempotent); returns the queue.
 
-    Its dead-letter queue is declared by :func:`declare_dead_letter_queue` first (the bus does).
+    Its dead-letter queue is declared by :func:`declare_dead_letter_queues` first (the bus does).
     """
     queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments(delivery_limit))
     for exchange_name, key in spec.bindings:
