@@ -44,6 +44,17 @@ RPC_REQUESTS = Counter(
 RPC_SECONDS = Histogram(
     "wa_rpc_request_duration_seconds", "Round-trip time of bus requests.", ["target"], buckets=LATENCY_BUCKETS
 )
+REQUESTS_HANDLED = Counter(
+    "wa_bus_requests_total",
+    "Bus requests (commands, queries) answered, by name and outcome (ok, error, expired).",
+    ["name", "outcome"],
+)
+REQUEST_SECONDS = Histogram(
+    "wa_bus_request_duration_seconds",
+    "Time to answer a bus request, by name.",
+    ["name"],
+    buckets=LATENCY_BUCKETS,
+)
 HTTP_REQUESTS = Counter(
     "wa_http_requests_total",
     "HTTP requests served, by method, route template and status code.",

@@ -5,27 +5,18 @@ All timestamps are timezone-aware UTC ``datetime`` values, serialised as ISO 860
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from wa_common.clock import utcnow
 from wa_common.ids import new_id
+from wa_common.schemas.wire import as_utc
 
 SCHEMA_VERSION = 1
 
 Role = Literal["admin", "user"]
-
-
-def utcnow() -> datetime:
-    """Current time as an aware UTC datetime."""
-    return datetime.now(UTC)
-
-
-def _as_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 class _Wire(BaseModel):
@@ -69,7 +60,7 @@ class Event(_Wire):
     data: dict[str, Any] = Field(default_factory=dict)
     meta: dict[str, Any] = Field(default_factory=dict)
 
-    _utc = field_validator("occurred_at")(_as_utc)
+    _utc = field_validator("occurred_at")(as_utc)
 
     @property
     def routing_key(self) -> str:
@@ -93,7 +84,7 @@ class Request(_Wire):
     idempotency_key: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
 
-    _utc = field_validator("deadline")(_as_utc)
+    _utc = field_validator("deadline")(as_utc)
 
     def remaining_s(self, now: datetime | None = None) -> float:
         """Seconds until the deadline (negative once it has passed)."""
@@ -132,8 +123,14 @@ class Reply(_Wire):
 
     @classmethod
     def success(cls, data: Any = None, status: int = 200) -> Reply:
+        """A success with ``data``, the response body: a model (an
+        :class:`~wa_common.schemas.wire.ApiModel` is dumped to its JSON object here) or plain
+        JSON data."""
+        if isinstance(data, BaseModel):
+            data = data.model_dump(mode="json", by_alias=True)
         return cls(ok=True, status=status, data=data)
 
     @classmethod
     def failure(cls, status: int, error: str, details: list[dict[str, Any]] | None = None) -> Reply:
+        """A failure: HTTP ``status``, message ``error``, field ``details``."""
         return cls(ok=False, status=status, error=error, details=details)
