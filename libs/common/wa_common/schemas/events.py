@@ -2,15 +2,18 @@
 
 Webhook-visible events use the reference's names (``message_received``...). Internal events use
 dotted names (``instance.created``...) and never reach webhook receivers. Payload models use the
-reference's camelCase field names; build ``Event.data`` with ``model.model_dump(by_alias=True)``.
+reference's camelCase field names (:class:`~wa_common.schemas.wire.ApiModel`); build
+``Event.data`` with ``model.dump()``.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from wa_common.schemas.wire import ApiModel
 
 
 class EventType(StrEnum):
@@ -56,127 +59,122 @@ EVENT_NAME_ALIASES: dict[str, str] = {
 }
 
 
-class _Data(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
-
-    def dump(self) -> dict[str, Any]:
-        """The reference's JSON object for this payload (camelCase keys)."""
-        return self.model_dump(by_alias=True)
+_Data = ApiModel  # payload base: camelCase on the wire by the alias generator, no extra fields
 
 
-class MessageReceivedData(_Data):
-    instance_id: str = Field(alias="instanceId")
-    message_id: str = Field(alias="messageId")
+class MessageReceivedData(ApiModel):
+    instance_id: str
+    message_id: str
     from_: str = Field(alias="from", description="sender JID, e.g. 79001234567@s.whatsapp.net")
     body: str
     type: str = Field(description="WhatsApp message type: conversation, image, video, audio, document...")
     timestamp: int = Field(description="Unix seconds")
-    has_media: bool = Field(alias="hasMedia")
-    push_name: str | None = Field(default=None, alias="pushName")
+    has_media: bool
+    push_name: str | None = None
 
 
-class MessageSentData(_Data):
-    instance_id: str = Field(alias="instanceId")
-    message_id: str = Field(alias="messageId")
+class MessageSentData(ApiModel):
+    instance_id: str
+    message_id: str
     to: str = Field(description="recipient JID")
     body: str
     type: str = Field(description="text, image, video, audio, document")
     timestamp: int = Field(description="Unix seconds")
-    has_media: bool = Field(alias="hasMedia")
+    has_media: bool
 
 
 MessageStatusValue = Literal["sent", "delivered", "read", "played", "failed"]
 
 
-class MessageStatusData(_Data):
-    instance_id: str = Field(alias="instanceId")
-    message_id: str = Field(alias="messageId")
+class MessageStatusData(ApiModel):
+    instance_id: str
+    message_id: str
     status: MessageStatusValue
     from_: str = Field(alias="from", description="JID of the chat the receipt came from")
-    from_me: bool = Field(alias="fromMe")
+    from_me: bool
 
 
-class ConnectedData(_Data):
-    instance_id: str = Field(alias="instanceId")
+class ConnectedData(ApiModel):
+    instance_id: str
 
 
-class DisconnectedData(_Data):
-    instance_id: str = Field(alias="instanceId")
+class DisconnectedData(ApiModel):
+    instance_id: str
     reason: str
-    will_reconnect: bool = Field(alias="willReconnect")
+    will_reconnect: bool
 
 
-class QrReceivedData(_Data):
-    instance_id: str = Field(alias="instanceId")
-    qr_code: str = Field(alias="qrCode")
+class QrReceivedData(ApiModel):
+    instance_id: str
+    qr_code: str
 
 
-class LimitExceededData(_Data):
-    instance_id: str | None = Field(default=None, alias="instanceId")
-    exceeded_limits: list[str] = Field(alias="exceededLimits")
+class LimitExceededData(ApiModel):
+    instance_id: str | None = None
+    exceeded_limits: list[str]
     usage: dict[str, int]
 
 
-class WebhookUpdatedData(_Data):
-    instance_id: str = Field(alias="instanceId")
+class WebhookUpdatedData(ApiModel):
+    instance_id: str
     timestamp: str = Field(description="ISO 8601 UTC")
 
 
 # --- Internal event payloads ------------------------------------------------------------------
 
 
-class WebhookSettings(_Data):
+class WebhookSettings(ApiModel):
     """An instance's webhook settings as the reference's ``webhookSettings`` object shows them.
 
     ``retryInterval`` is in milliseconds. ``secret`` is the HMAC key (may be ``None``).
     """
 
-    notify_received: bool = Field(True, alias="notifyReceived")
-    notify_sent: bool = Field(True, alias="notifySent")
-    notify_delivery: bool = Field(False, alias="notifyDelivery")
-    notify_read: bool = Field(False, alias="notifyRead")
-    max_retries: int = Field(3, ge=0, le=20, alias="maxRetries")
-    retry_interval: int = Field(60000, ge=1000, le=86_400_000, alias="retryInterval")
+    notify_received: bool = True
+    notify_sent: bool = True
+    notify_delivery: bool = False
+    notify_read: bool = False
+    max_retries: int = Field(3, ge=0, le=20)
+    retry_interval: int = Field(60000, ge=1000, le=86_400_000)
     secret: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
 
 
-class InstanceSnapshot(_Data):
+class InstanceSnapshot(ApiModel):
     """Data of ``instance.created`` / ``instance.updated``: what other services replicate.
 
     Published by the session worker (the owner of instances); the dispatcher keeps its copy of
     the webhook settings from it (event-carried state transfer) and stats keeps names.
     """
 
-    instance_id: str = Field(alias="instanceId")
-    user_id: str = Field(alias="userId")
+    instance_id: str
+    user_id: str
     name: str
-    webhook_url: str | None = Field(default=None, alias="webhookUrl")
-    webhook_enabled: bool = Field(False, alias="webhookEnabled")
-    webhook_settings: WebhookSettings = Field(default_factory=WebhookSettings, alias="webhookSettings")
-    updated_at: str = Field(alias="updatedAt", description="ISO 8601 UTC; replicas keep the newest")
+    webhook_url: str | None = None
+    webhook_enabled: bool = False
+    webhook_settings: WebhookSettings = Field(default_factory=WebhookSettings)
+    updated_at: str = Field(description="ISO 8601 UTC; replicas keep the newest")
 
 
-class InstanceDeletedData(_Data):
-    instance_id: str = Field(alias="instanceId")
-    user_id: str = Field(alias="userId")
+class InstanceDeletedData(ApiModel):
+    instance_id: str
+    user_id: str
 
 
-class UserEventData(_Data):
+class UserEventData(ApiModel):
     """Data of ``user.created``/``user.updated``/``user.deleted``/``api_key.rotated`` (from auth)."""
 
-    user_id: str = Field(alias="userId")
+    user_id: str
     active: bool = True
     role: Literal["admin", "user"] = "user"
 
 
-class ApiUsageCount(_Data):
-    user_id: str = Field(alias="userId")
-    instance_id: str | None = Field(default=None, alias="instanceId")
+class ApiUsageCount(ApiModel):
+    user_id: str
+    instance_id: str | None = None
     count: int = Field(ge=1)
 
 
-class ApiUsageBatch(_Data):
+class ApiUsageBatch(ApiModel):
     """Data of ``usage.api_calls``: API calls a gateway replica counted in one interval.
 
     ``day`` is the UTC date (``YYYY-MM-DD``) the calls were made on. The envelope id makes a
@@ -188,11 +186,11 @@ class ApiUsageBatch(_Data):
     counts: list[ApiUsageCount]
 
 
-class WebhookDeliveredData(_Data):
+class WebhookDeliveredData(ApiModel):
     """Data of ``webhook.delivered`` / ``webhook.failed`` (from the dispatcher, counted by stats)."""
 
-    instance_id: str = Field(alias="instanceId")
-    delivery_id: str = Field(alias="deliveryId")
-    event_id: str = Field(alias="eventId")
+    instance_id: str
+    delivery_id: str
+    event_id: str
     event: str
     attempts: int

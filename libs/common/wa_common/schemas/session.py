@@ -20,8 +20,9 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from wa_common.schemas.events import WebhookSettings, _Data
+from wa_common.schemas.events import WebhookSettings
 from wa_common.schemas.text import SafeStr, WebhookHeaders
+from wa_common.schemas.wire import ApiModel
 
 # Bounds at the edge, matching the session worker's columns (``wa_session_worker/models.py``).
 MAX_URL = 2048
@@ -63,22 +64,22 @@ class SessionQuery(StrEnum):
     STORE_STATUS = "store.status"  # admin → {provider, url (no credentials)}
 
 
-class CreateInstance(_Data):
+class CreateInstance(ApiModel):
     """``POST /api/instances`` body. The gateway generates ``instance_id`` (a ULID) so it can
     route the command to the new instance's shard before the instance exists. Custom
     ``headers``: see :data:`wa_common.schemas.text.WebhookHeaders` (at most 20, 8 KiB)."""
 
     name: SafeStr = Field(min_length=1, max_length=MAX_NAME)
     description: SafeStr | None = Field(default=None, max_length=2000)
-    webhook_url: SafeStr | None = Field(default=None, alias="webhookUrl", max_length=MAX_URL)
-    webhook_enabled: bool = Field(False, alias="webhookEnabled")
-    notify_received: bool = Field(True, alias="notifyReceived")
-    notify_sent: bool = Field(True, alias="notifySent")
-    notify_delivery: bool = Field(False, alias="notifyDelivery")
-    notify_read: bool = Field(False, alias="notifyRead")
-    max_retries: int = Field(3, ge=0, le=20, alias="maxRetries")
-    retry_interval: int = Field(60000, ge=1000, le=86_400_000, alias="retryInterval")
-    webhook_secret: SafeStr | None = Field(default=None, alias="webhookSecret", max_length=512)
+    webhook_url: SafeStr | None = Field(default=None, max_length=MAX_URL)
+    webhook_enabled: bool = False
+    notify_received: bool = True
+    notify_sent: bool = True
+    notify_delivery: bool = False
+    notify_read: bool = False
+    max_retries: int = Field(3, ge=0, le=20)
+    retry_interval: int = Field(60000, ge=1000, le=86_400_000)
+    webhook_secret: SafeStr | None = Field(default=None, max_length=512)
     headers: WebhookHeaders = Field(default_factory=dict)
 
 
@@ -89,61 +90,61 @@ class WebhookSettingsInput(WebhookSettings):
     headers: WebhookHeaders = Field(default_factory=dict)
 
 
-class UpdateInstance(_Data):
+class UpdateInstance(ApiModel):
     """``PUT /api/instances/{id}`` body; absent fields are left unchanged."""
 
     name: SafeStr | None = Field(default=None, min_length=1, max_length=MAX_NAME)
     description: SafeStr | None = Field(default=None, max_length=2000)
-    webhook_url: SafeStr | None = Field(default=None, alias="webhookUrl", max_length=MAX_URL)
-    webhook_enabled: bool | None = Field(default=None, alias="webhookEnabled")
-    webhook_settings: WebhookSettingsInput | None = Field(default=None, alias="webhookSettings")
+    webhook_url: SafeStr | None = Field(default=None, max_length=MAX_URL)
+    webhook_enabled: bool | None = None
+    webhook_settings: WebhookSettingsInput | None = None
 
 
-class PairPhone(_Data):
+class PairPhone(ApiModel):
     phone: SafeStr = Field(max_length=64, description="digits, international format without +")
 
 
-class SendText(_Data):
+class SendText(ApiModel):
     phone: SafeStr = Field(
         max_length=128, description="recipient digits, or a JID (…@s.whatsapp.net / …@g.us)"
     )
     message: SafeStr = Field(min_length=1, max_length=65536)
 
 
-class SendMedia(_Data):
+class SendMedia(ApiModel):
     """Media to send. Exactly one of ``url`` (the worker downloads it: size limit, timeout,
     content-type check, private-address check) or ``dataBase64`` (an uploaded file, sent by the
     gateway base64-encoded in the command) is set."""
 
     phone: SafeStr = Field(max_length=128)
     url: SafeStr | None = Field(default=None, max_length=MAX_URL)
-    data_base64: str | None = Field(default=None, alias="dataBase64")
+    data_base64: str | None = None
     mimetype: SafeStr | None = Field(default=None, max_length=128)
     filename: SafeStr | None = Field(default=None, max_length=MAX_FILENAME)
     caption: SafeStr | None = Field(default=None, max_length=4096)
 
 
-class AddContact(_Data):
+class AddContact(ApiModel):
     phone: SafeStr = Field(max_length=64)
     name: SafeStr | None = Field(default=None, max_length=MAX_CONTACT_NAME)
 
 
-class SaveContact(_Data):
+class SaveContact(ApiModel):
     number: SafeStr = Field(max_length=64)
     name: SafeStr | None = Field(default=None, max_length=MAX_CONTACT_NAME)
-    push_name: SafeStr | None = Field(default=None, alias="pushName", max_length=MAX_CONTACT_NAME)
-    is_group: bool = Field(False, alias="isGroup")
-    profile_picture: SafeStr | None = Field(default=None, alias="profilePicture", max_length=MAX_URL)
+    push_name: SafeStr | None = Field(default=None, max_length=MAX_CONTACT_NAME)
+    is_group: bool = False
+    profile_picture: SafeStr | None = Field(default=None, max_length=MAX_URL)
     about: SafeStr | None = Field(default=None, max_length=1024)
 
 
-class Page(_Data):
+class Page(ApiModel):
     limit: int = Field(100, ge=1, le=1000)
     skip: int = Field(0, ge=0, le=MAX_SKIP)
 
 
-class ListInstances(_Data):
-    all_users: bool = Field(False, alias="allUsers", description="admin only: every user's instances")
+class ListInstances(ApiModel):
+    all_users: bool = Field(False, description="admin only: every user's instances")
 
 
 Filter = Annotated[list[Annotated[SafeStr, Field(max_length=2048)]], Field(max_length=100)]
@@ -152,11 +153,11 @@ IsoTime = Annotated[SafeStr, Field(max_length=64, description="ISO 8601")]
 
 class ActivityQuery(Page):
     actions: Filter | None = None
-    start_date: IsoTime | None = Field(default=None, alias="startDate")
-    end_date: IsoTime | None = Field(default=None, alias="endDate")
+    start_date: IsoTime | None = None
+    end_date: IsoTime | None = None
 
 
-class EventsQuery(_Data):
+class EventsQuery(ApiModel):
     since: IsoTime | None = None
     limit: int = Field(20, ge=1, le=1000)
     types: Filter | None = None
@@ -164,18 +165,18 @@ class EventsQuery(_Data):
 
 class ContactsQuery(Page):
     search: SafeStr | None = Field(default=None, max_length=256)
-    only_groups: bool = Field(False, alias="onlyGroups")
+    only_groups: bool = False
 
 
 class ChatMessagesQuery(Page):
     chat_id: SafeStr = Field(
-        alias="chatId", max_length=128, description="a JID, or digits (mapped to <digits>@s.whatsapp.net)"
+        max_length=128, description="a JID, or digits (mapped to <digits>@s.whatsapp.net)"
     )
     limit: int = Field(50, ge=1, le=1000)
-    start_date: IsoTime | None = Field(default=None, alias="startDate")
-    end_date: IsoTime | None = Field(default=None, alias="endDate")
+    start_date: IsoTime | None = None
+    end_date: IsoTime | None = None
 
 
-def payload(model: _Data) -> dict[str, Any]:
+def payload(model: ApiModel) -> dict[str, Any]:
     """The request payload dict of a payload model (camelCase, JSON-ready)."""
     return model.model_dump(by_alias=True, mode="json")
