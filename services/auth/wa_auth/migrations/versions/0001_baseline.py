@@ -1,19 +1,12 @@
-"""Baseline of the auth store (no tables yet).
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-20
-"""
+"""Baseline of the auth store."""
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    """No tables yet: revision 0002 creates them."""
 
 
 def downgrade() -> None:
-    pass
+    """Nothing to drop."""

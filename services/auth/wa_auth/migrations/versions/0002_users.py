@@ -1,17 +1,10 @@
-"""Users and login failures.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-20
-"""
+"""Users and login failures."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

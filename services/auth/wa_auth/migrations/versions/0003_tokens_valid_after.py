@@ -1,17 +1,10 @@
-"""Token revocation: tokens issued before ``users.tokens_valid_after`` are refused.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-21
-"""
+"""Token revocation: tokens issued before ``users.tokens_valid_after`` are refused."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

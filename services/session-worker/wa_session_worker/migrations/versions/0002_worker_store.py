@@ -1,24 +1,25 @@
 """Session-worker store: instances, messages, contacts, activity, recent events, idempotency,
-shard leases and worker membership.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-20
-"""
+shard leases and worker membership."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 ID = 40
 
 
 def _ts(name: str, nullable: bool = False) -> sa.Column:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
+
+
+def _instance_row_ids() -> tuple[sa.Column, sa.Column]:
+    """The first columns of a table of per-instance rows: the row's id and its instance's."""
+    return (
+        sa.Column("id", sa.String(ID), primary_key=True),
+        sa.Column("instance_id", sa.String(ID), nullable=False),
+    )
 
 
 def upgrade() -> None:
@@ -45,8 +46,7 @@ def upgrade() -> None:
 
     op.create_table(
         "messages",
-        sa.Column("id", sa.String(ID), primary_key=True),
-        sa.Column("instance_id", sa.String(ID), nullable=False),
+        *_instance_row_ids(),
         sa.Column("message_id", sa.String(128), nullable=False),
         sa.Column("remote_jid", sa.String(128), nullable=False),
         sa.Column("from_me", sa.Boolean(), nullable=False),
@@ -70,8 +70,7 @@ def upgrade() -> None:
 
     op.create_table(
         "contacts",
-        sa.Column("id", sa.String(ID), primary_key=True),
-        sa.Column("instance_id", sa.String(ID), nullable=False),
+        *_instance_row_ids(),
         sa.Column("number", sa.String(64), nullable=False),
         sa.Column("remote_jid", sa.String(128), nullable=False),
         sa.Column("name", sa.String(256)),
@@ -89,8 +88,7 @@ def upgrade() -> None:
 
     op.create_table(
         "activity",
-        sa.Column("id", sa.String(ID), primary_key=True),
-        sa.Column("instance_id", sa.String(ID), nullable=False),
+        *_instance_row_ids(),
         sa.Column("action", sa.String(64), nullable=False),
         sa.Column("details", sa.JSON(), nullable=False),
         _ts("created_at"),
@@ -100,8 +98,7 @@ def upgrade() -> None:
 
     op.create_table(
         "recent_events",
-        sa.Column("id", sa.String(ID), primary_key=True),
-        sa.Column("instance_id", sa.String(ID), nullable=False),
+        *_instance_row_ids(),
         sa.Column("type", sa.String(64), nullable=False),
         _ts("occurred_at"),
         sa.Column("data", sa.JSON(), nullable=False),

@@ -1,18 +1,11 @@
 """Transactional outbox: events committed with the state change they report until the broker
-confirms them (``wa_session_worker.service.outbox``).
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-21
-"""
+confirms them (``wa_session_worker.service.outbox``)."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,18 +1,11 @@
 """The linked account's push name and the QR code's expiry on each instance
-(``connectionStatus.pushName``, ``GET .../qr`` ``expiresAt``).
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-02
-"""
+(``connectionStatus.pushName``, ``GET .../qr`` ``expiresAt``)."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

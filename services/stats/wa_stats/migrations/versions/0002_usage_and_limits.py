@@ -1,17 +1,10 @@
-"""Usage counters, idempotency ids, instance/user replicas, limits and the limit-event outbox.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-20
-"""
+"""Usage counters, idempotency ids, instance/user replicas, limits and the limit-event outbox."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 ID = sa.String(64)
 

@@ -1,24 +1,25 @@
-"""Webhook settings replica, delivery outbox and attempt log.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-20
-"""
+"""Webhook settings replica, delivery outbox and attempt log."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
+
+ID = sa.String(64)  # instance, user and event ids from other services
+ULID = sa.String(26)  # this store's own ids (``wa_common.ids.new_id``)
+
+
+def _ms(name: str, nullable: bool = False) -> sa.Column:
+    """A time as Unix epoch milliseconds."""
+    return sa.Column(name, sa.BigInteger(), nullable=nullable)
 
 
 def upgrade() -> None:
     op.create_table(
         "webhook_endpoints",
-        sa.Column("instance_id", sa.String(64), primary_key=True),
-        sa.Column("user_id", sa.String(64), nullable=False),
+        sa.Column("instance_id", ID, primary_key=True),
+        sa.Column("user_id", ID, nullable=False),
         sa.Column("url", sa.Text(), nullable=True),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("notify_received", sa.Boolean(), nullable=False),
@@ -35,25 +36,25 @@ def upgrade() -> None:
     op.create_index("ix_webhook_endpoints_user_id", "webhook_endpoints", ["user_id"])
     op.create_table(
         "webhook_deliveries",
-        sa.Column("id", sa.String(26), primary_key=True),
-        sa.Column("event_id", sa.String(64), nullable=False),
-        sa.Column("instance_id", sa.String(64), nullable=False),
-        sa.Column("user_id", sa.String(64), nullable=True),
+        sa.Column("id", ULID, primary_key=True),
+        sa.Column("event_id", ID, nullable=False),
+        sa.Column("instance_id", ID, nullable=False),
+        sa.Column("user_id", ID, nullable=True),
         sa.Column("event", sa.String(64), nullable=False),
         sa.Column("url", sa.Text(), nullable=True),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("attempt_count", sa.Integer(), nullable=False),
         sa.Column("max_retries", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", sa.BigInteger(), nullable=False),
-        sa.Column("locked_until", sa.BigInteger(), nullable=True),
-        sa.Column("lock_token", sa.String(26), nullable=True),
-        sa.Column("occurred_at", sa.BigInteger(), nullable=False),
-        sa.Column("created_at", sa.BigInteger(), nullable=False),
-        sa.Column("finished_at", sa.BigInteger(), nullable=True),
+        _ms("next_attempt_at"),
+        _ms("locked_until", nullable=True),
+        sa.Column("lock_token", ULID, nullable=True),
+        _ms("occurred_at"),
+        _ms("created_at"),
+        _ms("finished_at", nullable=True),
         sa.Column("last_status_code", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("redelivery_of", sa.String(26), nullable=True),
+        sa.Column("redelivery_of", ULID, nullable=True),
     )
     op.create_index("ix_webhook_deliveries_due", "webhook_deliveries", ["status", "next_attempt_at"])
     op.create_index("ix_webhook_deliveries_instance", "webhook_deliveries", ["instance_id", "id"])
@@ -70,12 +71,12 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
         sa.Column(
             "delivery_id",
-            sa.String(26),
+            ULID,
             sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
             nullable=False,
         ),
         sa.Column("number", sa.Integer(), nullable=False),
-        sa.Column("started_at", sa.BigInteger(), nullable=False),
+        _ms("started_at"),
         sa.Column("duration_ms", sa.Integer(), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("outcome", sa.String(16), nullable=False),
