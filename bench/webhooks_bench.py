@@ -39,12 +39,11 @@ from wa_webhooks.repository import Repository
 from wa_webhooks.settings import WebhooksSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: the shared test support lives in tests/
+if str(ROOT) not in sys.path:  # run as a script: bench/ and tests/ are packages of the repository root
     sys.path.insert(0, str(ROOT))
 
+from bench.common import report, table  # noqa: E402
 from tests.support.http import HttpServer  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -91,10 +90,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     if bus is not None:
         await bus.publish_event(Event(type="instance.created", instance_id=iid, data=snap.dump()))
-        while await dispatcher.repo.endpoint(iid) is None:
+        while await dispatcher.repo.endpoints.get(iid) is None:
             await asyncio.sleep(0.05)
     else:
-        await dispatcher.repo.apply_snapshot(snap)
+        await dispatcher.repo.endpoints.apply_snapshot(snap)
 
     sent: dict[str, float] = {}
 
@@ -194,21 +193,28 @@ def main() -> None:
     r = asyncio.run(run(args))
     store = args.database_url.split(":", 1)[0]
     path = "bus → consumer → outbox" if args.amqp_url else "ingest → outbox"
-    text = (
-        f"\n## webhooks_bench — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
+    body = (
         f"`{shlex.join(['.venv/bin/python', 'bench/webhooks_bench.py', *sys.argv[1:]])}`\n\n"
         f"Store {store}, {path} → HTTP POST to a loopback receiver (200 at once), one endpoint, "
         f"per-host concurrency {args.per_host_concurrency}, load average {os.getloadavg()[0]:.1f}.\n\n"
-        f"| phase | events | deliveries/s | p50 latency | p99 latency |\n|---|---|---|---|---|\n"
-        f"| burst | {r['burst_events']} | {r['burst_rate']:.0f} | {r['burst_p50_ms']:.0f} ms "
-        f"| {r['burst_p99_ms']:.0f} ms |\n"
-        f"| paced {r['paced_rate']:.0f}/s | {r['paced_events']} | — | {r['p50_ms']:.1f} ms "
-        f"| {r['p99_ms']:.1f} ms |\n"
+    ) + table(
+        ["phase", "events", "deliveries/s", "p50 latency", "p99 latency"],
+        [
+            "burst",
+            r["burst_events"],
+            f"{r['burst_rate']:.0f}",
+            f"{r['burst_p50_ms']:.0f} ms",
+            f"{r['burst_p99_ms']:.0f} ms",
+        ],
+        [
+            f"paced {r['paced_rate']:.0f}/s",
+            r["paced_events"],
+            "—",
+            f"{r['p50_ms']:.1f} ms",
+            f"{r['p99_ms']:.1f} ms",
+        ],
     )
-    print(text)
-    if not args.no_write:
-        with RESULTS.open("a", encoding="utf-8") as f:
-            f.write(text)
+    report("webhooks_bench", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

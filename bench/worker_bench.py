@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,12 @@ from wa_common.schemas.envelope import utcnow
 from wa_common.schemas.session import SessionCommand, SessionQuery
 from wa_common.sim_client import sim_scan
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: bench/ is a package of the repository root
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import report, table  # noqa: E402
+
 AMQP_HOST = os.environ.get("TEST_AMQP_HOST", "127.0.0.1:5672")
 RABBITMQCTL = os.environ.get("RABBITMQCTL", "rabbitmqctl")
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -203,21 +208,18 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
     r = asyncio.run(run(args))
-    text = (
-        f"\n## Session worker — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
+    body = (
         f"Command: `{shlex.join([Path(sys.executable).name, *sys.argv])}` "
         f"({os.cpu_count()} CPUs, simulator engine, PostgreSQL store, {S} shards, one worker)\n\n"
-        f"| measure | value |\n|---|---|\n"
-        f"| sessions linked and connected | {r['sessions']} in {r['link_s']:.1f} s |\n"
-        f"| worker RSS before / after | {r['base_mib']:.0f} MiB / {r['rss_mib']:.0f} MiB |\n"
-        f"| memory per connected session | {r['per_session_kib']:.0f} KiB |\n"
-        f"| text sends through one worker | {r['ok']} ok, {r['failed']} failed in {r['send_s']:.1f} s |\n"
-        f"| sends per second | {r['sends_per_s']:.0f} (concurrency {r['concurrency']}) |\n"
+    ) + table(
+        ["measure", "value"],
+        ["sessions linked and connected", f"{r['sessions']} in {r['link_s']:.1f} s"],
+        ["worker RSS before / after", f"{r['base_mib']:.0f} MiB / {r['rss_mib']:.0f} MiB"],
+        ["memory per connected session", f"{r['per_session_kib']:.0f} KiB"],
+        ["text sends through one worker", f"{r['ok']} ok, {r['failed']} failed in {r['send_s']:.1f} s"],
+        ["sends per second", f"{r['sends_per_s']:.0f} (concurrency {r['concurrency']})"],
     )
-    print(text)
-    if not args.no_write:
-        with RESULTS.open("a", encoding="utf-8") as f:
-            f.write(text)
+    report("Session worker", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

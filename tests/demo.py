@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,10 +30,10 @@ from typing import Any, TypeVar
 import httpx
 import segno
 
+from tests.support import sim
 from tests.support.http import HttpServer
 from tests.support.webhooks import Hook, WebhookReceiver
 
-ROOT = Path(__file__).resolve().parents[1]
 GATEWAY_URL = os.environ.get("DEMO_GATEWAY_URL", f"http://127.0.0.1:{os.environ.get('GATEWAY_PORT', '8080')}")
 ADMIN_EMAIL = os.environ.get("ADMIN_EMAIL", "admin@example.com")
 ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD", "admin123")
@@ -312,30 +311,7 @@ async def instance_demo(
     with tempfile.TemporaryDirectory() as tmp:
         picture = Path(tmp) / "photo.png"
         picture.write_bytes(PNG)
-        cli = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "wa_session_worker.sim",
-                "send",
-                "--from",
-                WRITER,
-                "--to",
-                phone,
-                "--file",
-                str(picture),
-                "--text",
-                "фото 📷",
-                "--name",
-                "Иван",
-            ],
-            cwd=str(ROOT),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        cli = await sim.send_file(WRITER, phone, picture, text="фото 📷", name="Иван")
     if cli.returncode != 0:
         say(
             "    (the simulated phone could not send its picture: "

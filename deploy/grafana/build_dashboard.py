@@ -26,6 +26,28 @@ def _group(expr: str) -> str:
     return f'label_replace({expr}, "group", "$1", "route", "^(/[^/]+(?:/[^/{{]+)?).*$")'
 
 
+def _rate(metric: str, selector: str = "", fn: str = "rate") -> str:
+    """``rate(metric{selector}[$__rate_interval])``, or another range function ``fn``."""
+    return f"{fn}({metric}{{{selector}}}[{RI}])" if selector else f"{fn}({metric}[{RI}])"
+
+
+def _legend(labels: str) -> str:
+    """``"a, b"`` -> ``"{{a}} {{b}}"``."""
+    return " ".join("{{" + label.strip() + "}}" for label in labels.split(","))
+
+
+def _by(labels: str, expr: str) -> tuple[str, str]:
+    """Target: ``sum by (labels) (expr)``, one series per value of ``labels``."""
+    return f"sum by ({labels}) ({expr})", _legend(labels)
+
+
+def _quantile(q: str, buckets: str, labels: str = "") -> tuple[str, str]:
+    """Target: the ``q`` quantile of the histogram bucket rates ``buckets``, one series per value of
+    ``labels`` (else one series, named after the quantile: ``p99``)."""
+    by, legend = (f"le, {labels}", _legend(labels)) if labels else ("le", f"p{round(float(q) * 100)}")
+    return f"histogram_quantile({q}, sum by ({by}) ({buckets}))", legend
+
+
 class _Layout:
     """Places panels left to right on Grafana's 24-column grid."""
 
@@ -104,16 +126,16 @@ class _Layout:
 def build() -> dict[str, Any]:
     lay = _Layout()
     gw = 'job="gateway"'
+    sw = 'job="session-worker"'
+    wh = 'job="webhook-dispatcher"'
+    st = 'job="stats"'
+    mq = 'job="rabbitmq"'
+    quantiles = ("0.5", "0.99")
 
     lay.row("Overview")
     lay.panel(
         "Targets up",
-        [
-            (
-                'sum by (job) (up{job=~"gateway|auth|session-worker|webhook-dispatcher|stats|rabbitmq"})',
-                "{{job}}",
-            )
-        ],
+        [_by("job", 'up{job=~"gateway|auth|session-worker|webhook-dispatcher|stats|rabbitmq"}')],
         kind="stat",
         w=12,
         h=4,
@@ -127,13 +149,9 @@ def build() -> dict[str, Any]:
     )
 
     lay.row("Gateway (RED)")
-    total = f"rate(wa_http_requests_total{{{gw}}}[{RI}])"
-    errors = f'rate(wa_http_requests_total{{{gw},status=~"5.."}}[{RI}])'
-    lay.panel(
-        "Request rate by route group",
-        [(f"sum by (group) ({_group(f'rate(wa_http_requests_total{{{gw}}}[{RI}])')})", "{{group}}")],
-        unit="reqps",
-    )
+    total = _rate("wa_http_requests_total", gw)
+    errors = _rate("wa_http_requests_total", f'{gw},status=~"5.."')
+    lay.panel("Request rate by route group", [_by("group", _group(total))], unit="reqps")
     lay.panel(
         "Error ratio (5xx) by route group",
         [(f"sum by (group) ({_group(errors)}) / sum by (group) ({_group(total)})", "{{group}}")],
@@ -141,70 +159,39 @@ def build() -> dict[str, Any]:
     )
     lay.panel(
         "Client errors (4xx) by status",
-        [(f'sum by (status) (rate(wa_http_requests_total{{{gw},status=~"4.."}}[{RI}]))', "{{status}}")],
+        [_by("status", _rate("wa_http_requests_total", f'{gw},status=~"4.."'))],
         unit="reqps",
     )
-    for q in ("0.5", "0.99"):
+    for q in quantiles:
         lay.panel(
             f"Latency p{round(float(q) * 100)} by route group",
-            [
-                (
-                    f"histogram_quantile({q}, sum by (le, group) "
-                    f"({_group(f'rate(wa_http_request_duration_seconds_bucket{{{gw}}}[{RI}])')}))",
-                    "{{group}}",
-                )
-            ],
+            [_quantile(q, _group(_rate("wa_http_request_duration_seconds_bucket", gw)), "group")],
             unit="s",
             w=9,
         )
-    lay.panel(
-        "Requests in flight",
-        [('sum by (instance) (wa_http_requests_in_flight{job="gateway"})', "{{instance}}")],
-        w=6,
-    )
+    lay.panel("Requests in flight", [_by("instance", f"wa_http_requests_in_flight{{{gw}}}")], w=6)
 
     lay.row("Sessions and shards")
-    lay.panel(
-        "Sessions by status",
-        [('sum by (status) (wa_sessions{job="session-worker"})', "{{status}}")],
-        stack=True,
-    )
-    lay.panel(
-        "Sessions per worker",
-        [('sum by (instance) (wa_sessions{job="session-worker"})', "{{instance}}")],
-        stack=True,
-    )
+    lay.panel("Sessions by status", [_by("status", f"wa_sessions{{{sw}}}")], stack=True)
+    lay.panel("Sessions per worker", [_by("instance", f"wa_sessions{{{sw}}}")], stack=True)
     lay.panel(
         "Shards per worker",
-        [
-            ('sum by (instance) (wa_shards_owned{job="session-worker"})', "{{instance}}"),
-            ('sum(wa_shards_owned{job="session-worker"})', "total owned"),
-        ],
+        [_by("instance", f"wa_shards_owned{{{sw}}}"), (f"sum(wa_shards_owned{{{sw}}})", "total owned")],
         description="The total must equal WA_SHARDS; alert WaShardUnowned fires when it is lower.",
     )
     lay.panel(
         "Engine errors by operation",
-        [
-            (
-                f'sum by (engine, operation) (rate(wa_engine_errors_total{{job="session-worker"}}[{RI}]))',
-                "{{engine}} {{operation}}",
-            )
-        ],
+        [_by("engine, operation", _rate("wa_engine_errors_total", sw))],
         unit="ops",
     )
     lay.panel(
         "Shard lease changes",
-        [
-            (
-                f'sum by (change) (increase(wa_shard_lease_changes_total{{job="session-worker"}}[{RI}]))',
-                "{{change}}",
-            )
-        ],
+        [_by("change", _rate("wa_shard_lease_changes_total", sw, fn="increase"))],
         description="acquired / released / lost: steady state is flat; bursts when workers join or leave.",
     )
     lay.panel(
         "Simulator double connections",
-        [('sum(increase(wa_sim_double_connections_total{job="session-worker"}[1h]))', "last hour")],
+        [(f"sum(increase(wa_sim_double_connections_total{{{sw}}}[1h]))", "last hour")],
         kind="stat",
         description="Must stay 0: a simulated account live on two workers at once (ownership violated).",
     )
@@ -212,51 +199,37 @@ def build() -> dict[str, Any]:
     lay.row("Traffic")
     lay.panel(
         "Send rate (worker commands)",
-        [
-            (
-                f'sum by (name, outcome) (rate(wa_worker_commands_total{{job="session-worker",'
-                f'name=~"message[.]send_.*"}}[{RI}]))',
-                "{{name}} {{outcome}}",
-            )
-        ],
+        [_by("name, outcome", _rate("wa_worker_commands_total", f'{sw},name=~"message[.]send_.*"'))],
         unit="ops",
         description="message.send_text / message.send_media commands executed by the shard owners.",
     )
     lay.panel(
         "Inbound rate (events counted by stats)",
         [
-            (
-                f'sum by (type) (rate(wa_stats_events_processed_total{{job="stats",'
-                f'type=~"message_received|message_status"}}[{RI}]))',
-                "{{type}}",
+            _by(
+                "type",
+                _rate("wa_stats_events_processed_total", f'{st},type=~"message_received|message_status"'),
             )
         ],
         unit="ops",
     )
     lay.panel(
         "Worker command p99 by name",
-        [
-            (
-                f"histogram_quantile(0.99, sum by (le, name) "
-                f'(rate(wa_worker_command_duration_seconds_bucket{{job="session-worker"}}[{RI}])))',
-                "{{name}}",
-            )
-        ],
+        [_quantile("0.99", _rate("wa_worker_command_duration_seconds_bucket", sw), "name")],
         unit="s",
     )
     lay.panel(
         "Commands and queries by outcome",
-        [(f'sum by (outcome) (rate(wa_worker_commands_total{{job="session-worker"}}[{RI}]))', "{{outcome}}")],
+        [_by("outcome", _rate("wa_worker_commands_total", sw))],
         unit="ops",
         w=12,
     )
     lay.panel(
         "Events published by workers (wa.events)",
         [
-            (
-                f'sum by (instance) (rate(wa_bus_messages_published_total{{job="session-worker",'
-                f'exchange="wa.events",outcome="confirmed"}}[{RI}]))',
-                "{{instance}}",
+            _by(
+                "instance",
+                _rate("wa_bus_messages_published_total", f'{sw},exchange="wa.events",outcome="confirmed"'),
             )
         ],
         unit="ops",
@@ -266,20 +239,15 @@ def build() -> dict[str, Any]:
     lay.row("Event bus")
     lay.panel(
         "Published by exchange and outcome",
-        [
-            (
-                f"sum by (exchange, outcome) (rate(wa_bus_messages_published_total[{RI}]))",
-                "{{exchange}} {{outcome}}",
-            )
-        ],
+        [_by("exchange, outcome", _rate("wa_bus_messages_published_total"))],
         unit="ops",
     )
     lay.panel(
         "Consumed and nacked by queue",
         [
-            (f"sum by (queue) (rate(wa_bus_messages_consumed_total[{RI}]))", "consumed {{queue}}"),
+            (f"sum by (queue) ({_rate('wa_bus_messages_consumed_total')})", "consumed {{queue}}"),
             (
-                f"sum by (queue, requeue) (rate(wa_bus_messages_nacked_total[{RI}]))",
+                f"sum by (queue, requeue) ({_rate('wa_bus_messages_nacked_total')})",
                 "nacked {{queue}} requeue={{requeue}}",
             ),
         ],
@@ -287,88 +255,62 @@ def build() -> dict[str, Any]:
     )
     lay.panel(
         "Handler p99 by queue",
-        [
-            (
-                f"histogram_quantile(0.99, sum by (le, queue) "
-                f"(rate(wa_bus_handler_duration_seconds_bucket[{RI}])))",
-                "{{queue}}",
-            )
-        ],
+        [_quantile("0.99", _rate("wa_bus_handler_duration_seconds_bucket"), "queue")],
         unit="s",
     )
     lay.panel(
         "Bus RPC by target and outcome",
-        [(f"sum by (target, outcome) (rate(wa_rpc_requests_total[{RI}]))", "{{target}} {{outcome}}")],
+        [_by("target, outcome", _rate("wa_rpc_requests_total"))],
         unit="reqps",
     )
     lay.panel(
         "Bus RPC p99 by target",
-        [
-            (
-                f"histogram_quantile(0.99, sum by (le, target) "
-                f"(rate(wa_rpc_request_duration_seconds_bucket[{RI}])))",
-                "{{target}}",
-            )
-        ],
+        [_quantile("0.99", _rate("wa_rpc_request_duration_seconds_bucket"), "target")],
         unit="s",
     )
     lay.panel(
         "Background task failures",
-        [(f"sum by (job, task) (increase(wa_background_task_failures_total[{RI}]))", "{{job}} {{task}}")],
+        [_by("job, task", _rate("wa_background_task_failures_total", fn="increase"))],
     )
     lay.panel(
         "Queue depth (ready), top 15",
-        [('topk(15, sum by (queue) (rabbitmq_queue_messages_ready{job="rabbitmq"}))', "{{queue}}")],
+        [(f"topk(15, sum by (queue) (rabbitmq_queue_messages_ready{{{mq}}}))", "{{queue}}")],
         description="From RabbitMQ's Prometheus plugin (/metrics/per-object).",
     )
     lay.panel(
         "Unacknowledged, top 15",
-        [('topk(15, sum by (queue) (rabbitmq_queue_messages_unacked{job="rabbitmq"}))', "{{queue}}")],
+        [(f"topk(15, sum by (queue) (rabbitmq_queue_messages_unacked{{{mq}}}))", "{{queue}}")],
     )
     lay.panel(
         "Dead-letter queues",
-        [('sum by (queue) (rabbitmq_queue_messages{job="rabbitmq",queue=~".*\\\\.dead"})', "{{queue}}")],
+        [_by("queue", f'rabbitmq_queue_messages{{{mq},queue=~".*\\\\.dead"}}')],
         description="Messages whose handler failed BUS_DELIVERY_LIMIT times (or rejected at once); "
         "inspect and replay or purge. Each queue keeps at most BUS_DEAD_LETTER_MAX_LENGTH messages and "
         "BUS_DEAD_LETTER_MAX_BYTES bytes, dropping its oldest first.",
     )
     lay.panel(
         "Dead letters dropped (dead-letter queue full)",
-        [(f"sum by (queue) (increase(wa_bus_dead_letters_dropped_total[{RI}]))", "{{queue}}")],
+        [_by("queue", _rate("wa_bus_dead_letters_dropped_total", fn="increase"))],
         description="Oldest dead letters dropped from a full <queue>.dead, by queue family "
         "(wa.shard = every shard queue); counted by whichever service took the drop notice.",
     )
     lay.panel(
         "Broker message rates",
         [
-            (f'sum(rate(rabbitmq_global_messages_received_total{{job="rabbitmq"}}[{RI}]))', "received"),
-            (f'sum(rate(rabbitmq_global_messages_routed_total{{job="rabbitmq"}}[{RI}]))', "routed"),
-            (f'sum(rate(rabbitmq_global_messages_delivered_total{{job="rabbitmq"}}[{RI}]))', "delivered"),
-            (
-                f'sum(rate(rabbitmq_global_messages_acknowledged_total{{job="rabbitmq"}}[{RI}]))',
-                "acknowledged",
-            ),
+            (f"sum({_rate(f'rabbitmq_global_messages_{what}_total', mq)})", what)
+            for what in ("received", "routed", "delivered", "acknowledged")
         ],
         unit="ops",
     )
     lay.panel(
         "Broker connections, channels, consumers",
-        [
-            ('sum(rabbitmq_connections{job="rabbitmq"})', "connections"),
-            ('sum(rabbitmq_channels{job="rabbitmq"})', "channels"),
-            ('sum(rabbitmq_consumers{job="rabbitmq"})', "consumers"),
-        ],
+        [(f"sum(rabbitmq_{what}{{{mq}}})", what) for what in ("connections", "channels", "consumers")],
     )
 
     lay.row("Webhooks")
     lay.panel(
         "Attempts by outcome",
-        [
-            (
-                f'sum by (outcome) (rate(wa_webhook_attempts_total{{job="webhook-dispatcher"}}[{RI}]))',
-                "{{outcome}}",
-            )
-        ],
+        [_by("outcome", _rate("wa_webhook_attempts_total", wh))],
         unit="ops",
         stack=True,
         w=6,
@@ -376,49 +318,27 @@ def build() -> dict[str, Any]:
     )
     lay.panel(
         "Delivery latency (event to delivered)",
-        [
-            (
-                f"histogram_quantile({q}, sum by (le) "
-                f'(rate(wa_webhook_delivery_latency_seconds_bucket{{job="webhook-dispatcher"}}[{RI}])))',
-                f"p{round(float(q) * 100)}",
-            )
-            for q in ("0.5", "0.99")
-        ],
+        [_quantile(q, _rate("wa_webhook_delivery_latency_seconds_bucket", wh)) for q in quantiles],
         unit="s",
         w=6,
     )
-    lay.panel(
-        "Outbox pending",
-        [('sum(wa_webhook_outbox_pending{job="webhook-dispatcher"})', "pending")],
-        w=6,
-    )
+    lay.panel("Outbox pending", [(f"sum(wa_webhook_outbox_pending{{{wh}}})", "pending")], w=6)
     lay.panel(
         "Oldest pending age",
-        [('max(wa_webhook_outbox_oldest_pending_age_seconds{job="webhook-dispatcher"})', "oldest")],
+        [(f"max(wa_webhook_outbox_oldest_pending_age_seconds{{{wh}}})", "oldest")],
         unit="s",
         w=6,
     )
 
     lay.panel(
         "Deliveries finished by status",
-        [
-            (
-                f'sum by (status) (rate(wa_webhook_deliveries_total{{job="webhook-dispatcher"}}[{RI}]))',
-                "{{status}}",
-            )
-        ],
+        [_by("status", _rate("wa_webhook_deliveries_total", wh))],
         unit="ops",
         w=12,
     )
     lay.panel(
         "Attempt duration p99",
-        [
-            (
-                f"histogram_quantile(0.99, sum by (le) "
-                f'(rate(wa_webhook_attempt_duration_seconds_bucket{{job="webhook-dispatcher"}}[{RI}])))',
-                "p99",
-            )
-        ],
+        [_quantile("0.99", _rate("wa_webhook_attempt_duration_seconds_bucket", wh))],
         unit="s",
         w=12,
     )
@@ -426,29 +346,17 @@ def build() -> dict[str, Any]:
     lay.row("Stats")
     lay.panel(
         "Processing lag (event occurred -> counted)",
-        [
-            (
-                f"histogram_quantile({q}, sum by (le) "
-                f'(rate(wa_stats_event_lag_seconds_bucket{{job="stats"}}[{RI}])))',
-                f"p{round(float(q) * 100)}",
-            )
-            for q in ("0.5", "0.99")
-        ],
+        [_quantile(q, _rate("wa_stats_event_lag_seconds_bucket", st)) for q in quantiles],
         unit="s",
     )
     lay.panel(
         "Events processed by type",
-        [(f'sum by (type) (rate(wa_stats_events_processed_total{{job="stats"}}[{RI}]))', "{{type}}")],
+        [_by("type", _rate("wa_stats_events_processed_total", st))],
         unit="ops",
     )
     lay.panel(
         "API usage items not counted as sent",
-        [
-            (
-                f'sum by (reason) (increase(wa_stats_api_usage_items_rejected_total{{job="stats"}}[{RI}]))',
-                "{{reason}}",
-            )
-        ],
+        [_by("reason", _rate("wa_stats_api_usage_items_rejected_total", st, fn="increase"))],
         description="Items of the gateways' usage batches with a bad user id or count (dropped), or "
         "a bad or another user's instance id (counted without the instance). Should stay at 0.",
     )

@@ -16,6 +16,7 @@ from conftest import wait_for
 from tests.contract.conftest import User
 from tests.contract.helpers import create_instance, wait_qr
 from tests.harness import Cluster
+from tests.support.logs import json_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -61,18 +62,6 @@ async def test_max_instances_is_429_without_a_period(
     assert "retry-after" not in response.headers
 
 
-def _log_lines(cluster: Cluster) -> list[dict[str, Any]]:
-    lines = []
-    for raw in cluster.processes["gateway"].log_path.read_text(errors="replace").splitlines():
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(line, dict):
-            lines.append(line)
-    return lines
-
-
 async def test_the_access_log_has_one_line_per_request(
     api: httpx.AsyncClient, cluster: Cluster, alice: User
 ) -> None:
@@ -92,7 +81,7 @@ async def test_the_access_log_has_one_line_per_request(
     assert response.status_code == 401
 
     def logged() -> list[dict[str, Any]] | None:
-        lines = [x for x in _log_lines(cluster) if x.get("event") == "request"]
+        lines = [x for x in json_lines(cluster.processes["gateway"].log_path) if x.get("event") == "request"]
         return lines if any(x.get("correlation_id") == unknown_cid for x in lines) else None
 
     lines = await wait_for(logged, timeout_s=10, message="the access log lines")

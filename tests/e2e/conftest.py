@@ -9,6 +9,7 @@ scenario 6 (faults) starts its own in ``test_faults.py``. Simulator timings are 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,18 +45,27 @@ class System:
     amqp_url: str
 
 
-async def start_system(
-    vhost_factory: VhostFactory, work_dir: Path, *, workers: int, env: dict[str, str] | None = None
-) -> tuple[Cluster, str]:
+@contextlib.asynccontextmanager
+async def run_system(
+    vhost_factory: VhostFactory,
+    work_dir: Path,
+    *,
+    workers: int,
+    env: dict[str, str] | None = None,
+    api_timeout_s: float = 30,
+) -> AsyncIterator[System]:
+    """A cluster started on a fresh vhost and settled, with a client on its gateway and the admin
+    logged in; stopped on exit."""
     amqp_url = f"amqp://guest:guest@{AMQP_HOST}/{vhost_factory()}"
     cluster = Cluster(amqp_url, work_dir=work_dir, workers=workers, env={**E2E_ENV, **(env or {})})
     try:
         await cluster.start(timeout_s=120)
         await settled(cluster, workers)
-    except BaseException:
+        async with httpx.AsyncClient(base_url=cluster.gateway_url, timeout=api_timeout_s) as api:
+            login = await cluster.login()
+            yield System(cluster, api, {"Authorization": f"Bearer {login['token']}"}, amqp_url)
+    finally:
         await cluster.stop()
-        raise
-    return cluster, amqp_url
 
 
 async def settled(cluster: Cluster, workers: int, timeout_s: float = 60) -> None:
@@ -81,13 +91,8 @@ async def settled(cluster: Cluster, workers: int, timeout_s: float = 60) -> None
 async def system(
     vhost_factory: VhostFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[System]:
-    cluster, amqp_url = await start_system(vhost_factory, tmp_path_factory.mktemp("e2e"), workers=2)
-    try:
-        async with httpx.AsyncClient(base_url=cluster.gateway_url, timeout=30) as api:
-            login = await cluster.login()
-            yield System(cluster, api, {"Authorization": f"Bearer {login['token']}"}, amqp_url)
-    finally:
-        await cluster.stop()
+    async with run_system(vhost_factory, tmp_path_factory.mktemp("e2e"), workers=2) as system:
+        yield system
 
 
 @pytest.fixture(scope="session")

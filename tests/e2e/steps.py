@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from conftest import wait_for
+from wa_common.bus.topology import shard_for
 
 
 def new_phone() -> str:
@@ -118,6 +119,18 @@ async def link(
     await wait_qr(api, headers, iid)
     await scan(api, admin, iid, phone)
     await wait_status(api, headers, iid, "connected")
+
+
+async def worker_of(api: httpx.AsyncClient, admin: dict[str, str], iid: str) -> str:
+    """The id of the live session worker that owns the instance's shard (waits for one)."""
+
+    async def owner() -> str | None:
+        workers = (await api.get("/api/admin/workers", headers=admin)).json()
+        shard = shard_for(iid, workers["shardCount"])
+        return next((w["id"] for w in workers["workers"] if shard in w["shards"] and w["alive"]), None)
+
+    found: str = await wait_for(owner, timeout_s=30, interval_s=0.2, message=f"owner of {iid}")
+    return found
 
 
 async def send_text(api: httpx.AsyncClient, headers: dict[str, str], iid: str, phone: str, text: str) -> str:

@@ -30,9 +30,8 @@ import pytest
 
 from conftest import VhostFactory, wait_for
 from tests.e2e import steps
-from tests.e2e.conftest import System, start_system
+from tests.e2e.conftest import System, run_system
 from tests.support.webhooks import WebhookReceiver
-from wa_common.bus.topology import shard_for
 
 pytestmark = pytest.mark.e2e
 
@@ -53,15 +52,9 @@ FAULT_ENV = {
 async def faulty(
     vhost_factory: VhostFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[System]:
-    cluster, amqp_url = await start_system(
-        vhost_factory, tmp_path_factory.mktemp("e2e-faults"), workers=2, env=FAULT_ENV
-    )
-    try:
-        async with httpx.AsyncClient(base_url=cluster.gateway_url, timeout=15) as api:
-            login = await cluster.login()
-            yield System(cluster, api, {"Authorization": f"Bearer {login['token']}"}, amqp_url)
-    finally:
-        await cluster.stop()
+    work_dir = tmp_path_factory.mktemp("e2e-faults")
+    async with run_system(vhost_factory, work_dir, workers=2, env=FAULT_ENV, api_timeout_s=15) as system:
+        yield system
 
 
 @dataclass
@@ -134,16 +127,6 @@ class Stream:
         )
 
 
-async def _worker_of(system: System, iid: str) -> str:
-    async def owner() -> str | None:
-        workers = (await system.api.get("/api/admin/workers", headers=system.admin)).json()
-        shard = shard_for(iid, workers["shardCount"])
-        return next((w["id"] for w in workers["workers"] if shard in w["shards"] and w["alive"]), None)
-
-    found: str = await wait_for(owner, timeout_s=30, interval_s=0.2, message=f"owner of {iid}")
-    return found
-
-
 @pytest.mark.timeout(480)
 async def test_6_faults_during_a_stream_of_sends(faulty: System) -> None:
     system, cluster, api = faulty, faulty.cluster, faulty.api
@@ -159,7 +142,7 @@ async def test_6_faults_during_a_stream_of_sends(faulty: System) -> None:
             path = "f-" + secrets.token_hex(4)
             created = await steps.create_instance(api, headers, "fault", receiver.url(path, secret), secret)
             paths[created["id"]] = path
-            worker = await _worker_of(system, created["id"])
+            worker = await steps.worker_of(system.api, system.admin, created["id"])
             if worker in by_worker:
                 spare.append(created["id"])
             else:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,10 +22,9 @@ import pytest
 from conftest import wait_for
 from tests.e2e import steps
 from tests.e2e.conftest import System
-from tests.harness import ROOT
+from tests.support import sim
 from tests.support.http import HttpServer
 from tests.support.webhooks import WebhookReceiver
-from wa_common.bus.topology import shard_for
 
 pytestmark = pytest.mark.e2e
 
@@ -176,31 +173,8 @@ async def test_3_receiving(system: System, receiver: WebhookReceiver, onboarded:
     # ... and an image, from its phone (the simulator CLI plays the phone).
     image = Path(system.cluster.work_dir) / "photo.png"
     image.write_bytes(PNG)
-    cli = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "wa_session_worker.sim",
-            "send",
-            "--from",
-            WRITER,
-            "--to",
-            o.phone,
-            "--file",
-            str(image),
-            "--text",
-            "фото 📷",
-            "--name",
-            "Иван",
-        ],
-        env={**os.environ, "AMQP_URL": system.amqp_url, "WA_ENGINE": "simulator"},
-        cwd=str(ROOT),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = {**os.environ, "AMQP_URL": system.amqp_url, "WA_ENGINE": "simulator"}
+    cli = await sim.send_file(WRITER, o.phone, image, text="фото 📷", name="Иван", env=env)
     assert cli.returncode == 0, cli.stdout + cli.stderr
 
     hooks = await receiver.wait(
@@ -273,27 +247,17 @@ async def test_4_logout_and_delete(system: System, receiver: WebhookReceiver, on
     await api.delete(f"/api/instances/{barrier['id']}", headers=o.headers)
 
 
-async def _worker_of(system: System, iid: str) -> str:
-    async def owner() -> str | None:
-        workers = (await system.api.get("/api/admin/workers", headers=system.admin)).json()
-        shard = shard_for(iid, workers["shardCount"])
-        return next((w["id"] for w in workers["workers"] if shard in w["shards"] and w["alive"]), None)
-
-    found: str = await wait_for(owner, timeout_s=30, interval_s=0.2, message=f"owner of {iid}")
-    return found
-
-
 async def test_5_two_users_on_two_workers(system: System, receiver: WebhookReceiver) -> None:
     api, admin = system.api, system.admin
     alice = await steps.user_headers(api, admin)
     bob = await steps.user_headers(api, admin)
     a = await steps.create_instance(api, alice, "alice", receiver.url("alice", "sa"), "sa")
-    a_worker = await _worker_of(system, a["id"])
+    a_worker = await steps.worker_of(system.api, system.admin, a["id"])
     # Bob's instance on the other worker: create until its shard is held by the other one.
     extra: list[str] = []
     while True:
         b = await steps.create_instance(api, bob, "bob", receiver.url("bob", "sb"), "sb")
-        if await _worker_of(system, b["id"]) != a_worker:
+        if await steps.worker_of(system.api, system.admin, b["id"]) != a_worker:
             break
         extra.append(b["id"])
         assert len(extra) < 20, "no instance landed on the second worker"

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import wait_for
 from tests.harness import Cluster
+from tests.support.logs import json_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -30,18 +31,6 @@ async def cluster(amqp_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
         yield c
     finally:
         await c.stop()
-
-
-def _lines(path: Path) -> list[dict[str, Any]]:
-    found = []
-    for raw in path.read_text(errors="replace").splitlines() if path.exists() else []:
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(line, dict):
-            found.append(line)
-    return found
 
 
 def _about_auth(line: dict[str, Any]) -> bool:
@@ -68,12 +57,12 @@ async def test_gateway_before_auth_is_info_until_a_request_needs_the_keys(cluste
     log = gateway.log_path
 
     started = await wait_for(
-        lambda: [x for x in _lines(log) if "fetched on first use" in str(x.get("event"))],
+        lambda: [x for x in json_lines(log) if "fetched on first use" in str(x.get("event"))],
         timeout_s=10,
         message="the INFO line about auth's keys",
     )
     assert started[0]["level"] == "info", started
-    assert not [x for x in _lines(log) if x.get("level") in ("warning", "error") and _about_auth(x)]
+    assert not [x for x in json_lines(log) if x.get("level") in ("warning", "error") and _about_auth(x)]
 
     # A request that needs the keys while auth is down: 503, and now a warning.
     async with httpx.AsyncClient(base_url=cluster.gateway_url, timeout=10) as api:
@@ -82,7 +71,7 @@ async def test_gateway_before_auth_is_info_until_a_request_needs_the_keys(cluste
     await wait_for(
         lambda: [
             x
-            for x in _lines(log)
+            for x in json_lines(log)
             if x.get("level") == "warning" and x.get("event") == "auth service unavailable"
         ],
         timeout_s=10,
@@ -92,7 +81,7 @@ async def test_gateway_before_auth_is_info_until_a_request_needs_the_keys(cluste
     # Auth comes up: the gateway fetches the keys by itself, and logins and tokens work.
     await cluster._run(auth, 90)
     await wait_for(
-        lambda: [x for x in _lines(log) if x.get("event") == "signing keys loaded"],
+        lambda: [x for x in json_lines(log) if x.get("event") == "signing keys loaded"],
         timeout_s=20,
         message="the keys fetched in the background",
     )
@@ -100,5 +89,5 @@ async def test_gateway_before_auth_is_info_until_a_request_needs_the_keys(cluste
     async with httpx.AsyncClient(base_url=cluster.gateway_url, timeout=10) as api:
         me = await api.get("/api/auth/me", headers={"Authorization": f"Bearer {login['token']}"})
     assert me.status_code == 200, me.text
-    warnings = [x for x in _lines(log) if x.get("level") in ("warning", "error") and _about_auth(x)]
+    warnings = [x for x in json_lines(log) if x.get("level") in ("warning", "error") and _about_auth(x)]
     assert [x["event"] for x in warnings] == ["auth service unavailable"], warnings

@@ -255,7 +255,7 @@ def test_qr_image_carries_the_codes_expiry_and_an_etag_per_code() -> None:
     assert other.headers["etag"] != first.headers["etag"]
     assert "x-qr-expires-at" not in other.headers  # unknown: not invented
     plain = qr_response(200, data, None)
-    assert plain.media_type == "application/json" and json.loads(plain.body) == data
+    assert plain.media_type == "application/json" and json.loads(bytes(plain.body)) == data
 
 
 def test_openapi_documents_qr_expiry_logged_out_and_the_linked_account() -> None:

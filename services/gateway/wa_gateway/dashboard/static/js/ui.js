@@ -1,6 +1,7 @@
 /**
  * Shared UI pieces: form fields with labels, error display (role="alert" + per-field messages),
- * status badges, times, tables, the confirmation dialog and the polite live region.
+ * buttons that run an action, status badges, times, tables, cards, the confirmation dialog and the
+ * polite live region.
  */
 
 import { append, h, replace, uid } from './dom.js';
@@ -59,6 +60,12 @@ function findControl(form, field, aliases) {
     if (control) return control;
   }
   return null;
+}
+
+/** A load failed: the error in `alertEl`, and `area` emptied if it still shows "Loading…". */
+export function showLoadError(alertEl, area, err) {
+  showError(alertEl, err);
+  if (area.querySelector('.loading')) area.replaceChildren();
 }
 
 /** Show `message` under `control` (aria-invalid, aria-describedby). */
@@ -148,6 +155,24 @@ export async function withBusy(btn, action) {
     btn.disabled = false;
     btn.removeAttribute('aria-busy');
   }
+}
+
+/**
+ * Wire `btn` to an action: on a click, ask first when `confirm` (confirmDialog options) is given,
+ * then clear `alertEl`, `run()` with `btn` busy and hand its result to `done`; an error of either
+ * is shown in `alertEl`. Returns `btn`.
+ */
+export function onAction(btn, alertEl, { confirm = null, run, done = () => {} }) {
+  btn.addEventListener('click', async () => {
+    if (confirm && !(await confirmDialog(confirm))) return;
+    clearBox(alertEl);
+    try {
+      await done(await withBusy(btn, run));
+    } catch (err) {
+      showError(alertEl, err);
+    }
+  });
+  return btn;
 }
 
 // --- status badges --------------------------------------------------------------------------
@@ -375,6 +400,17 @@ export async function copyText(text) {
 /** A page heading that scripts can focus after navigation. */
 export function pageHeading(text) {
   return h('h1', { tabIndex: -1, class: 'page-title' }, text);
+}
+
+/** A `<section class="card">` labelled by its h2 `title` (id `id`), with `tools` beside the title. */
+export function card({ id, title, tools = null }, ...children) {
+  const heading = h('h2', { id }, title);
+  return h(
+    'section',
+    { class: 'card', 'aria-labelledby': id },
+    tools ? h('div', { class: 'section-head' }, heading, tools) : heading,
+    children,
+  );
 }
 
 /** A "Loading…" placeholder. */

@@ -12,8 +12,8 @@ import * as session from '../session.js';
 import {
   alertBox,
   button,
+  card,
   clearBox,
-  confirmDialog,
   copyText,
   dataTable,
   definitionList,
@@ -24,10 +24,12 @@ import {
   loading,
   noticeBox,
   notify,
+  onAction,
   pageHeading,
   replace,
   showError,
   showFieldError,
+  showLoadError,
   validateForm,
   withBusy,
 } from '../ui.js';
@@ -45,10 +47,8 @@ export function accountView(main, ctx) {
   const user = session.getUser() || {};
 
   // --- profile -------------------------------------------------------------------------------
-  const profile = h(
-    'section',
-    { class: 'card', 'aria-labelledby': 'profile-title' },
-    h('h2', { id: 'profile-title' }, 'Profile'),
+  const profile = card(
+    { id: 'profile-title', title: 'Profile' },
     definitionList([
       ['Name', `${user.firstName || ''} ${user.lastName || ''}`.trim() || '—'],
       ['Email', user.email || '—'],
@@ -94,30 +94,24 @@ export function accountView(main, ctx) {
       showError(keyAlert, err);
     }
   });
-  rotate.addEventListener('click', async () => {
-    const ok = await confirmDialog({
+  onAction(rotate, keyAlert, {
+    confirm: {
       title: 'Rotate your API key?',
       message: 'A new key is created and the current one stops working immediately. Programs using it must be updated.',
       confirmText: 'Rotate',
       danger: true,
-    });
-    if (!ok) return;
-    clearBox(keyAlert);
-    try {
-      const { apiKey } = await withBusy(rotate, () => api.rotateOwnApiKey({ signal: scope.signal }));
+    },
+    run: () => api.rotateOwnApiKey({ signal: scope.signal }),
+    done: ({ apiKey }) => {
       session.setApiKey(apiKey);
       revealed = false;
       renderKey();
       notify(keyNotice, 'New API key created. The old key no longer works.');
-    } catch (err) {
-      showError(keyAlert, err);
-    }
+    },
   });
   renderKey();
-  const keySection = h(
-    'section',
-    { class: 'card', 'aria-labelledby': 'key-title' },
-    h('h2', { id: 'key-title' }, 'API key'),
+  const keySection = card(
+    { id: 'key-title', title: 'API key' },
     h('p', { class: 'muted' }, 'Send it as the x-api-key header. Keep it secret.'),
     keyAlert,
     keyNotice,
@@ -173,14 +167,7 @@ export function accountView(main, ctx) {
       showError(pwAlert, err, { form: pwForm });
     }
   });
-  const pwSection = h(
-    'section',
-    { class: 'card', 'aria-labelledby': 'password-title' },
-    h('h2', { id: 'password-title' }, 'Change password'),
-    pwAlert,
-    pwNotice,
-    pwForm,
-  );
+  const pwSection = card({ id: 'password-title', title: 'Change password' }, pwAlert, pwNotice, pwForm);
 
   // --- statistics ----------------------------------------------------------------------------
   const statsAlert = alertBox();
@@ -209,15 +196,12 @@ export function accountView(main, ctx) {
         }),
       );
     } catch (err) {
-      showError(statsAlert, err);
-      if (statsArea.querySelector('.loading')) statsArea.replaceChildren();
+      showLoadError(statsAlert, statsArea, err);
     }
   }
   period.addEventListener('change', loadStats);
-  const statsSection = h(
-    'section',
-    { class: 'card', 'aria-labelledby': 'usage-title' },
-    h('div', { class: 'section-head' }, h('h2', { id: 'usage-title' }, 'My usage'), field('Period', period, { className: 'field--inline' })),
+  const statsSection = card(
+    { id: 'usage-title', title: 'My usage', tools: field('Period', period, { className: 'field--inline' }) },
     statsAlert,
     statsArea,
   );

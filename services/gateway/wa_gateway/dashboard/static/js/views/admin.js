@@ -9,26 +9,28 @@ import * as session from '../session.js';
 import {
   alertBox,
   button,
+  card,
   clearBox,
-  confirmDialog,
   dataTable,
   definitionList,
   field,
-  formatBytes,
   formatNumber,
   h,
   loading,
   noticeBox,
   notify,
+  onAction,
   openDialog,
   pageHeading,
   replace,
   showError,
+  showLoadError,
   statusBadge,
   timeEl,
   validateForm,
   withBusy,
 } from '../ui.js';
+import { usagePairs } from './tabs/stats.js';
 
 const USERS_PAGE = 100;
 const WORKERS_REFRESH_MS = 15000;
@@ -59,8 +61,7 @@ function usersSection(scope) {
       more.hidden = !(page.pagination && page.pagination.hasMore);
       render();
     } catch (err) {
-      showError(alert, err);
-      if (area.querySelector('.loading')) area.replaceChildren();
+      showLoadError(alert, area, err);
     }
   }
 
@@ -89,23 +90,16 @@ function usersSection(scope) {
 
   function rotateButton(user) {
     const btn = button('Rotate key', { 'aria-describedby': `user-${user.id}` });
-    btn.addEventListener('click', async () => {
-      const ok = await confirmDialog({
+    return onAction(btn, alert, {
+      confirm: {
         title: `Rotate the API key of ${user.email}?`,
         message: 'The current key stops working immediately.',
         confirmText: 'Rotate',
         danger: true,
-      });
-      if (!ok) return;
-      clearBox(alert);
-      try {
-        const { apiKey } = await withBusy(btn, () => api.rotateUserApiKey(user.id, { signal: scope.signal }));
-        notify(notice, h('p', {}, `New API key for ${user.email}: `, h('code', { class: 'api-key' }, apiKey)));
-      } catch (err) {
-        showError(alert, err);
-      }
+      },
+      run: () => api.rotateUserApiKey(user.id, { signal: scope.signal }),
+      done: ({ apiKey }) => notify(notice, h('p', {}, `New API key for ${user.email}: `, h('code', { class: 'api-key' }, apiKey))),
     });
-    return btn;
   }
 
   // Create user
@@ -161,16 +155,7 @@ function usersSection(scope) {
   more.addEventListener('click', () => withBusy(more, () => load({ append: true })));
 
   load();
-  return h(
-    'section',
-    { class: 'card', 'aria-labelledby': 'users-title' },
-    h('div', { class: 'section-head' }, h('h2', { id: 'users-title' }, 'Users'), toggle),
-    form,
-    alert,
-    notice,
-    area,
-    more,
-  );
+  return card({ id: 'users-title', title: 'Users', tools: toggle }, form, alert, notice, area, more);
 }
 
 /** "Limits" for one user: a dialog with the three limits (empty = unlimited) and current blocks. */
@@ -253,31 +238,18 @@ function systemSection(scope) {
           [
             ['Instances', `${formatNumber(stats.instances && stats.instances.total)} (${formatNumber(stats.instances && stats.instances.active)} active)`],
             ['Users', `${formatNumber(stats.users && stats.users.total)} (${formatNumber(stats.users && stats.users.active)} active)`],
-            ['Messages sent', formatNumber(usage.messagesSent)],
-            ['Messages received', formatNumber(usage.messagesReceived)],
-            ['Media sent', formatNumber(usage.mediaSent)],
-            ['Media received', formatNumber(usage.mediaReceived)],
-            ['Media size', formatBytes(usage.totalMediaSize)],
-            ['API calls', formatNumber(usage.apiCalls)],
-            ['Webhooks sent', formatNumber(usage.webhookSent)],
+            ...usagePairs(usage),
           ],
           'facts stats-grid',
         ),
       );
     } catch (err) {
-      showError(alert, err);
-      if (area.querySelector('.loading')) area.replaceChildren();
+      showLoadError(alert, area, err);
     }
   }
   refresh.addEventListener('click', () => withBusy(refresh, load));
   load();
-  return h(
-    'section',
-    { class: 'card', 'aria-labelledby': 'system-title' },
-    h('div', { class: 'section-head' }, h('h2', { id: 'system-title' }, 'System statistics'), refresh),
-    alert,
-    area,
-  );
+  return card({ id: 'system-title', title: 'System statistics', tools: refresh }, alert, area);
 }
 
 // --- workers and shards ----------------------------------------------------------------------
@@ -315,18 +287,11 @@ function workersSection(scope) {
         }),
       );
     } catch (err) {
-      showError(alert, err);
-      if (area.querySelector('.loading')) area.replaceChildren();
+      showLoadError(alert, area, err);
     }
   }
   refresh.addEventListener('click', () => withBusy(refresh, load));
   scope.interval(load, WORKERS_REFRESH_MS);
   load();
-  return h(
-    'section',
-    { class: 'card', 'aria-labelledby': 'workers-title' },
-    h('div', { class: 'section-head' }, h('h2', { id: 'workers-title' }, 'Workers and shards'), refresh),
-    alert,
-    area,
-  );
+  return card({ id: 'workers-title', title: 'Workers and shards', tools: refresh }, alert, area);
 }

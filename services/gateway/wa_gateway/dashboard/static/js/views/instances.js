@@ -18,6 +18,7 @@ import {
   replace,
   setBadge,
   showError,
+  showLoadError,
   statusBadge,
   timeEl,
   validateForm,
@@ -84,8 +85,7 @@ export function instancesView(main, ctx) {
       alert.replaceChildren();
       render(instances);
     } catch (err) {
-      showError(alert, err);
-      if (listArea.querySelector('.loading')) listArea.replaceChildren();
+      showLoadError(alert, listArea, err);
     }
   }
 

@@ -6,17 +6,7 @@
  */
 
 import { api } from '../../api.js';
-import {
-  alertBox,
-  clearBox,
-  field,
-  h,
-  replace,
-  showError,
-  timeEl,
-  validateForm,
-  withBusy,
-} from '../../ui.js';
+import { alertBox, clearBox, field, h, onAction, replace, showError, timeEl, validateForm, withBusy } from '../../ui.js';
 
 const PAGE = 50;
 
@@ -148,14 +138,7 @@ export function chatsTab(panel, ctx) {
     }
   });
 
-  olderButton.addEventListener('click', async () => {
-    clearBox(alert);
-    try {
-      await withBusy(olderButton, () => loadPage({ older: true }));
-    } catch (err) {
-      showError(alert, err);
-    }
-  });
+  onAction(olderButton, alert, { run: () => loadPage({ older: true }) });
 
   // --- live --------------------------------------------------------------------------------
   function onMessage(event) {

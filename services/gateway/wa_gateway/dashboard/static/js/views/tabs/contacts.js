@@ -5,21 +5,7 @@
  */
 
 import { api } from '../../api.js';
-import {
-  alertBox,
-  button,
-  clearBox,
-  dataTable,
-  field,
-  h,
-  loading,
-  noticeBox,
-  notify,
-  replace,
-  showError,
-  timeEl,
-  withBusy,
-} from '../../ui.js';
+import { alertBox, button, dataTable, field, h, loading, noticeBox, notify, onAction, replace, showError, timeEl } from '../../ui.js';
 
 export function contactsTab(panel, ctx) {
   const { scope, instance } = ctx;
@@ -96,26 +82,20 @@ export function contactsTab(panel, ctx) {
     );
   }
 
-  loadWhatsapp.addEventListener('click', async () => {
-    clearBox(alert);
-    try {
-      const result = await withBusy(loadWhatsapp, () => api.contactsWhatsapp(id, { signal: scope.signal }));
+  onAction(loadWhatsapp, alert, {
+    run: () => api.contactsWhatsapp(id, { signal: scope.signal }),
+    done: (result) => {
       whatsappContacts = result.contacts || [];
       renderWhatsapp();
-    } catch (err) {
-      showError(alert, err);
-    }
+    },
   });
 
-  importButton.addEventListener('click', async () => {
-    clearBox(alert);
-    try {
-      const result = await withBusy(importButton, () => api.importContacts(id, { signal: scope.signal }));
+  onAction(importButton, alert, {
+    run: () => api.importContacts(id, { signal: scope.signal }),
+    done: async (result) => {
       notify(notice, result.message || `Imported ${result.importedCount} contacts.`);
       await loadDb();
-    } catch (err) {
-      showError(alert, err);
-    }
+    },
   });
 
   const searchNow = scope.debounce(() => {

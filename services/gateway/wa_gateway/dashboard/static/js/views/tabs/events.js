@@ -5,7 +5,7 @@
  */
 
 import { api } from '../../api.js';
-import { alertBox, button, clearBox, h, loading, replace, shortJson, showError, timeEl, withBusy } from '../../ui.js';
+import { alertBox, button, clearBox, h, loading, replace, shortJson, showLoadError, timeEl, withBusy } from '../../ui.js';
 
 const LIMIT = 50;
 const MAX_SHOWN = 200;
@@ -37,8 +37,7 @@ export function eventsTab(panel, ctx) {
       list.replaceChildren(...events.map((e) => eventItem(e)));
       replace(area, events.length ? list : h('p', { class: 'empty' }, 'No events yet. New events will appear here as they happen.'));
     } catch (err) {
-      showError(alert, err);
-      if (area.querySelector('.loading')) area.replaceChildren();
+      showLoadError(alert, area, err);
     }
   }
 

@@ -19,20 +19,7 @@
 
 import { api } from '../../api.js';
 import { readBody } from '../../http.js';
-import {
-  alertBox,
-  button,
-  clearBox,
-  confirmDialog,
-  field,
-  h,
-  noticeBox,
-  notify,
-  showError,
-  statusLabel,
-  validateForm,
-  withBusy,
-} from '../../ui.js';
+import { alertBox, button, clearBox, field, h, noticeBox, notify, onAction, showError, statusLabel, validateForm, withBusy } from '../../ui.js';
 import { linkedAccount } from '../../instances-state.js';
 
 /** Retry delay while the API answers 202 "generating". */
@@ -123,48 +110,38 @@ export function linkTab(panel, ctx) {
         simResult,
       )
     : null;
-  simulate.addEventListener('click', async () => {
-    clearBox(alert);
-    try {
-      const result = await withBusy(simulate, () => api.simulateScan(id, { signal: scope.signal }));
+  onAction(simulate, alert, {
+    run: () => api.simulateScan(id, { signal: scope.signal }),
+    done: (result) => {
       simResult.textContent = `Scanned by simulated phone ${result.phone}. ${result.message || ''}`.trim();
       // The `connected` event normally follows; check anyway in case the stream is down.
       scope.timeout(() => instance.refreshStatus().catch(() => {}), 2500);
-    } catch (err) {
-      showError(alert, err);
-    }
+    },
   });
 
   // --- actions -----------------------------------------------------------------------------
   const reconnect = button('Reconnect');
   const logout = button('Log out of WhatsApp', { class: 'danger' });
-  reconnect.addEventListener('click', async () => {
-    clearBox(alert);
-    try {
-      const result = await withBusy(reconnect, () => api.reconnect(id, { signal: scope.signal }));
+  onAction(reconnect, alert, {
+    run: () => api.reconnect(id, { signal: scope.signal }),
+    done: (result) => {
       notify(notice, (result && result.message) || 'Reconnecting…');
       instance.setStatus('connecting');
       scope.timeout(() => instance.refreshStatus().then(() => render(instance.status)).catch(() => {}), 1500);
-    } catch (err) {
-      showError(alert, err);
-    }
+    },
   });
-  logout.addEventListener('click', async () => {
-    const ok = await confirmDialog({
+  onAction(logout, alert, {
+    confirm: {
       title: 'Log out of WhatsApp?',
       message: 'The phone link is removed. To use this instance again you will need to scan a new QR code.',
       confirmText: 'Log out',
       danger: true,
-    });
-    if (!ok) return;
-    clearBox(alert);
-    try {
-      const result = await withBusy(logout, () => api.logoutInstance(id, { signal: scope.signal }));
+    },
+    run: () => api.logoutInstance(id, { signal: scope.signal }),
+    done: async (result) => {
       notify(notice, (result && result.message) || 'Logged out.');
       await instance.refreshStatus();
-    } catch (err) {
-      showError(alert, err);
-    }
+    },
   });
 
   panel.append(

@@ -6,19 +6,7 @@
 
 import { api } from '../../api.js';
 import { href } from '../../router.js';
-import {
-  alertBox,
-  clearBox,
-  clearFieldErrors,
-  field,
-  h,
-  noticeBox,
-  notify,
-  showError,
-  showFieldError,
-  validateForm,
-  withBusy,
-} from '../../ui.js';
+import { alertBox, clearBox, clearFieldErrors, field, h, noticeBox, notify, showError, showFieldError, validateForm, withBusy } from '../../ui.js';
 
 export function sendTab(panel, ctx) {
   const { scope, instance } = ctx;

@@ -16,7 +16,7 @@ import {
   h,
   loading,
   replace,
-  showError,
+  showLoadError,
   timeEl,
   withBusy,
 } from '../../ui.js';
@@ -75,8 +75,7 @@ export function statsTab(panel, ctx) {
         h('p', { class: 'muted' }, 'Updated ', timeEl(new Date().toISOString()), '. Days are UTC calendar days.'),
       );
     } catch (err) {
-      showError(alert, err);
-      if (area.querySelector('.loading')) area.replaceChildren();
+      showLoadError(alert, area, err);
     }
   }
 

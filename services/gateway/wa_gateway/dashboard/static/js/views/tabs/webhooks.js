@@ -16,8 +16,9 @@ import {
   loading,
   noticeBox,
   notify,
+  onAction,
   replace,
-  showError,
+  showLoadError,
   statusBadge,
   timeEl,
   withBusy,
@@ -81,21 +82,22 @@ export function webhooksTab(panel, ctx) {
     return parts.join(' · ') || '—';
   }
 
+  /** After a delivery is queued: the API's message (else `fallback`) in the notice, the list re-read. */
+  function queued(fallback) {
+    return async (result) => {
+      notify(notice, result.message || fallback);
+      await load();
+    };
+  }
+
   function redeliverButton(delivery) {
     const descriptionId = `delivery-${delivery.id}`;
     const btn = button('Redeliver', { 'aria-describedby': descriptionId, disabled: delivery.status === 'pending' });
     if (delivery.status === 'pending') btn.title = 'Still being delivered';
-    btn.addEventListener('click', async () => {
-      clearBox(alert);
-      try {
-        const result = await withBusy(btn, () => api.redeliver(id, delivery.id, { signal: scope.signal }));
-        notify(notice, result.message || 'Redelivery queued.');
-        await load();
-      } catch (err) {
-        showError(alert, err);
-      }
+    return onAction(btn, alert, {
+      run: () => api.redeliver(id, delivery.id, { signal: scope.signal }),
+      done: queued('Redelivery queued.'),
     });
-    return btn;
   }
 
   let loadSeq = 0;
@@ -130,8 +132,7 @@ export function webhooksTab(panel, ctx) {
       );
     } catch (err) {
       if (seq !== loadSeq) return;
-      showError(alert, err);
-      if (area.querySelector('.loading')) area.replaceChildren();
+      showLoadError(alert, area, err);
     }
   }
 
@@ -140,16 +141,7 @@ export function webhooksTab(panel, ctx) {
     withBusy(refresh, load);
   });
   statusFilter.addEventListener('change', load);
-  test.addEventListener('click', async () => {
-    clearBox(alert);
-    try {
-      const result = await withBusy(test, () => api.testWebhook(id, { signal: scope.signal }));
-      notify(notice, result.message || 'Test webhook queued.');
-      await load();
-    } catch (err) {
-      showError(alert, err);
-    }
-  });
+  onAction(test, alert, { run: () => api.testWebhook(id, { signal: scope.signal }), done: queued('Test webhook queued.') });
 
   const reloadSoon = scope.debounce(load, 500);
   scope.subscribe('webhook.delivered', (e) => e.instanceId === id && reloadSoon());
