@@ -27,11 +27,13 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import wait_for
+from services.stats.tests.support import ADMIN, api_calls, ask_bus, counters, created, message
 from tests.harness import free_port
-from wa_common.bus import EXCHANGE_COMMANDS, EXCHANGE_EVENTS, STATS_QUERY_QUEUE, Bus, RpcClient
+from wa_common.bus import EXCHANGE_EVENTS, Bus, RpcClient
+from wa_common.clock import ManualClock
 from wa_common.ids import new_id
 from wa_common.migrations import upgrade
-from wa_common.schemas import Caller, Event, EventType, Query, Reply
+from wa_common.schemas import Caller, Event, EventType
 from wa_common.schemas.stats import (
     STATS_INSTANCE,
     STATS_LIMITS_SET,
@@ -44,8 +46,6 @@ from wa_stats.settings import StatsSettings
 
 pytestmark = pytest.mark.integration
 
-ADMIN = Caller(user_id="admin-test", role="admin")
-
 
 @pytest.fixture
 async def client_bus(amqp_url: str) -> AsyncIterator[tuple[Bus, RpcClient]]:
@@ -55,26 +55,6 @@ async def client_bus(amqp_url: str) -> AsyncIterator[tuple[Bus, RpcClient]]:
     await rpc.start()
     yield bus, rpc
     await bus.close(timeout_s=2)
-
-
-async def ask(
-    rpc: RpcClient, name: str, caller: Caller | None, instance_id: str | None = None, **payload: Any
-) -> Reply:
-    query = Query(name=name, caller=caller, instance_id=instance_id, payload=payload)
-    return await rpc.call(EXCHANGE_COMMANDS, STATS_QUERY_QUEUE, query)
-
-
-def message(
-    kind: str, user: str, instance: str, *, media: int | None = None, at: datetime | None = None
-) -> Event:
-    return Event(
-        type=kind,
-        instance_id=instance,
-        user_id=user,
-        occurred_at=at or datetime.now(UTC),
-        data={"instanceId": instance, "messageId": new_id(), "body": "x", "hasMedia": media is not None},
-        meta={"mediaSize": media} if media is not None else {},
-    )
 
 
 # --- 1. the real process on PostgreSQL ---------------------------------------------------------
@@ -143,35 +123,14 @@ async def test_counts_over_the_bus_and_replay_changes_nothing(stats_process: str
     await wait_for(lambda: ready(stats_process), timeout_s=60, message="stats /readyz")
     user, other = f"user-{new_id()}", f"user-{new_id()}"
     inst_a, inst_b = new_id(), new_id()
-    system_before = (await ask(rpc, STATS_SYSTEM, ADMIN)).data
+    system_before = (await ask_bus(rpc, STATS_SYSTEM, ADMIN)).data
 
     n_sent, m_received = 7, 5
     sent_media = [1000, 2500]  # bytes, on two of the sent messages
     received_media = [300_000]
-    today = datetime.now(UTC).date().isoformat()
     events: list[Event] = [
-        Event(
-            type=EventType.INSTANCE_CREATED,
-            instance_id=inst_a,
-            user_id=user,
-            data={
-                "instanceId": inst_a,
-                "userId": user,
-                "name": "Primary",
-                "updatedAt": "2026-01-01T00:00:00Z",
-            },
-        ),
-        Event(
-            type=EventType.INSTANCE_CREATED,
-            instance_id=inst_b,
-            user_id=user,
-            data={
-                "instanceId": inst_b,
-                "userId": user,
-                "name": "Second",
-                "updatedAt": "2026-01-01T00:00:00Z",
-            },
-        ),
+        created(user, inst_a, "Primary"),
+        created(user, inst_b, "Second"),
         Event(type=EventType.CONNECTED, instance_id=inst_a, user_id=user, data={"instanceId": inst_a}),
         Event(type=EventType.USER_CREATED, user_id=user, data={"userId": user, "active": True}),
     ]
@@ -181,33 +140,8 @@ async def test_counts_over_the_bus_and_replay_changes_nothing(stats_process: str
     for i in range(m_received):
         media = received_media[i] if i < len(received_media) else None
         events.append(message(EventType.MESSAGE_RECEIVED, user, inst_a, media=media))
-    events.append(
-        Event(
-            type=EventType.API_USAGE,
-            data={
-                "gateway": "gw-test",
-                "day": today,
-                "counts": [
-                    {"userId": user, "instanceId": inst_a, "count": 40},
-                    {"userId": user, "instanceId": None, "count": 2},
-                    {"userId": other, "instanceId": None, "count": 9},
-                ],
-            },
-        )
-    )
-    events.append(
-        Event(
-            type=EventType.API_USAGE,
-            data={
-                "gateway": "gw-test-2",
-                "day": today,
-                "counts": [
-                    {"userId": user, "instanceId": inst_a, "count": 5},
-                    {"userId": user, "instanceId": inst_b, "count": 3},
-                ],
-            },
-        )
-    )
+    events.append(api_calls([(user, inst_a, 40), (user, None, 2), (other, None, 9)]))
+    events.append(api_calls([(user, inst_a, 5), (user, inst_b, 3)]))
     for event in events:
         await bus.publish_event(event)
 
@@ -215,39 +149,31 @@ async def test_counts_over_the_bus_and_replay_changes_nothing(stats_process: str
     media_total = sum(sent_media) + sum(received_media)
 
     async def user_total() -> dict[str, Any] | None:
-        reply = await ask(rpc, STATS_USER, me, period="all")
+        reply = await ask_bus(rpc, STATS_USER, me, period="all")
         assert reply.ok, reply
         total = reply.data["total"]
         done = total["messagesSent"] == n_sent and total["messagesReceived"] == m_received
         return reply.data if done and total["apiCalls"] == 50 else None
 
     data = await wait_for(user_total, timeout_s=30, message="all events counted")
-    assert data["total"] == {
-        "messagesSent": n_sent,
-        "messagesReceived": m_received,
-        "mediaSent": len(sent_media),
-        "mediaReceived": len(received_media),
-        "totalMediaSize": media_total,
-        "apiCalls": 50,
-        "webhookSent": 0,
-        "instanceCount": 2,
-    }
+    media_counts = (len(sent_media), len(received_media), media_total)
+    assert data["total"] == {**counters(n_sent, m_received, *media_counts, api=50), "instanceCount": 2}
     rows = {r["instanceId"]: r for r in data["instances"]}
     assert rows[inst_a]["name"] == "Primary" and rows[inst_b]["name"] == "Second"
     assert rows[inst_a]["messagesSent"] + rows[inst_b]["messagesSent"] == n_sent
     assert rows[inst_a]["apiCalls"] == 45 and rows[inst_b]["apiCalls"] == 3
 
-    instance = await ask(rpc, STATS_INSTANCE, me, instance_id=inst_a, period="all")
+    instance = await ask_bus(rpc, STATS_INSTANCE, me, instance_id=inst_a, period="all")
     usage = instance.data["usage"]
     assert usage["messagesSent"] == 4 and usage["messagesReceived"] == m_received
     assert usage["totalMediaSize"] == sent_media[0] + sum(received_media) and usage["apiCalls"] == 45
     assert sum(d["messagesSent"] for d in usage["dailyStats"]) == 4
-    assert (await ask(rpc, STATS_INSTANCE, Caller(user_id=other), instance_id=inst_a)).status == 404
-    bad = await ask(rpc, STATS_USER, me, period="fortnight")
+    assert (await ask_bus(rpc, STATS_INSTANCE, Caller(user_id=other), instance_id=inst_a)).status == 404
+    bad = await ask_bus(rpc, STATS_USER, me, period="fortnight")
     assert bad.status == 400 and "week, month, year, all" in (bad.error or "")
-    assert (await ask(rpc, STATS_SYSTEM, me)).status == 403
+    assert (await ask_bus(rpc, STATS_SYSTEM, me)).status == 403
 
-    system = (await ask(rpc, STATS_SYSTEM, ADMIN)).data
+    system = (await ask_bus(rpc, STATS_SYSTEM, ADMIN)).data
     delta = {k: system["usage"][k] - system_before["usage"][k] for k in system["usage"]}
     assert delta["messagesSent"] == n_sent and delta["messagesReceived"] == m_received
     assert delta["totalMediaSize"] == media_total and delta["apiCalls"] == 59
@@ -265,22 +191,14 @@ async def test_counts_over_the_bus_and_replay_changes_nothing(stats_process: str
         return now - duplicates_before >= len(events)
 
     await wait_for(replay_seen, timeout_s=30, message="replayed events skipped")
-    again = await ask(rpc, STATS_USER, me, period="all")
+    again = await ask_bus(rpc, STATS_USER, me, period="all")
     assert again.data == data
-    assert (await ask(rpc, STATS_INSTANCE, me, instance_id=inst_a, period="all")).data == instance.data
-    assert (await ask(rpc, STATS_SYSTEM, ADMIN)).data["usage"] == system["usage"]
+    assert (await ask_bus(rpc, STATS_INSTANCE, me, instance_id=inst_a, period="all")).data == instance.data
+    assert (await ask_bus(rpc, STATS_SYSTEM, ADMIN)).data["usage"] == system["usage"]
     assert await scrape(stats_process, "wa_stats_events_processed_total") >= 2 * len(events)
 
 
 # --- 2. limits with an injected clock ----------------------------------------------------------
-
-
-class Clock:
-    def __init__(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment
 
 
 def processed(kind: str) -> float:
@@ -291,7 +209,7 @@ async def test_limit_exceeded_once_then_clears_next_day(amqp_url: str, client_bu
     bus, rpc = client_bus
     url = f"sqlite:///{tmp_path}/stats.db"
     await asyncio.to_thread(upgrade, "wa_stats", url)
-    clock = Clock(datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0))
+    clock = ManualClock(datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0))
     settings = StatsSettings(profile="embedded", amqp_url=amqp_url, database_url=url, port=0)
     app = build_app(settings, now=clock)
     runtime = app.state.runtime
@@ -313,7 +231,7 @@ async def test_limit_exceeded_once_then_clears_next_day(amqp_url: str, client_bu
     try:
         user, inst = f"user-{new_id()}", new_id()
         me = Caller(user_id=user)
-        reply = await ask(rpc, STATS_LIMITS_SET, ADMIN, userId=user, limits={"maxMessagesSent": 5})
+        reply = await ask_bus(rpc, STATS_LIMITS_SET, ADMIN, userId=user, limits={"maxMessagesSent": 5})
         assert reply.ok and reply.data["state"] == [], reply
         base = processed("message_sent")
         sends = [message(EventType.MESSAGE_SENT, user, inst, at=clock()) for _ in range(8)]
@@ -321,7 +239,7 @@ async def test_limit_exceeded_once_then_clears_next_day(amqp_url: str, client_bu
             await bus.publish_event(event)
         await wait_for(lambda: processed("message_sent") - base >= 4, timeout_s=20, message="4 sends counted")
         assert await take() == []
-        assert (await ask(rpc, STATS_LIMITS_STATE, me, userId=user)).data == {"blocked": []}
+        assert (await ask_bus(rpc, STATS_LIMITS_STATE, me, userId=user)).data == {"blocked": []}
 
         await bus.publish_event(sends[4])  # the 5th uses the quota up: the 6th must be refused
         limit_events = await wait_for(take, timeout_s=20, message="limit_exceeded published")
@@ -342,18 +260,18 @@ async def test_limit_exceeded_once_then_clears_next_day(amqp_url: str, client_bu
         assert event.meta["limit"] == "maxMessagesSent"
         assert event.meta["resetsAt"] == next_day.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
-        state = (await ask(rpc, STATS_LIMITS_STATE, me, userId=user)).data["blocked"]
+        state = (await ask_bus(rpc, STATS_LIMITS_STATE, me, userId=user)).data["blocked"]
         assert [(b["limit"], b["usage"], b["resetsAt"]) for b in state] == [
             ("maxMessagesSent", 8, event.meta["resetsAt"])
         ]
-        everyone = (await ask(rpc, STATS_LIMITS_STATE, None)).data["blocked"]
+        everyone = (await ask_bus(rpc, STATS_LIMITS_STATE, None)).data["blocked"]
         assert [b["userId"] for b in everyone if b["userId"] == user] == [user]
 
-        clock.moment = next_day + timedelta(seconds=1)  # the UTC day rolls over
-        assert (await ask(rpc, STATS_LIMITS_STATE, me, userId=user)).data == {"blocked": []}
-        today = (await ask(rpc, STATS_INSTANCE, me, instance_id=inst)).data["usage"]
+        clock.advance((next_day - clock()).total_seconds() + 1)  # the UTC day rolls over
+        assert (await ask_bus(rpc, STATS_LIMITS_STATE, me, userId=user)).data == {"blocked": []}
+        today = (await ask_bus(rpc, STATS_INSTANCE, me, instance_id=inst)).data["usage"]
         assert today["messagesSent"] == 0 and today["dailyStats"] == []
-        week_or_month = await ask(rpc, STATS_USER, me, period="all")
+        week_or_month = await ask_bus(rpc, STATS_USER, me, period="all")
         assert week_or_month.data["total"]["messagesSent"] == 8
     finally:
         await runtime.stop()

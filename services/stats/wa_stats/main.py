@@ -8,13 +8,13 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from wa_common.cli import run_cli
+from wa_common.clock import Clock, utcnow
 from wa_common.db import create_engine, ping
 from wa_common.migrations import upgrade
 from wa_common.runtime import Runtime, create_app, serve
-from wa_common.schemas import utcnow
-from wa_stats.consumers import StatsConsumers
+from wa_stats.consumers import StatsConsumers, stats_router
 from wa_stats.repository import StatsRepository
-from wa_stats.service import Clock, StatsService
+from wa_stats.service import StatsService
 from wa_stats.settings import StatsSettings
 
 SERVICE = "stats"
@@ -24,7 +24,8 @@ def build_app(settings: StatsSettings | None = None, *, now: Clock = utcnow) -> 
     """The stats service as an ASGI app (started and stopped by its lifespan).
 
     ``now`` is the service's clock (aware UTC datetimes): periods, limit resets and pruning
-    follow it. ``app.state.stats`` is the :class:`StatsService`.
+    follow it. ``app.state.stats`` is the :class:`StatsService`, ``app.state.router`` the
+    :class:`~wa_common.bus.router.Router` that answers its queries.
     """
     settings = settings or StatsSettings()
     runtime = Runtime(SERVICE, settings)
@@ -39,10 +40,11 @@ def build_app(settings: StatsSettings | None = None, *, now: Clock = utcnow) -> 
         bus.publish_event,
         now=now,
         dedup_retention=timedelta(days=settings.dedup_retention_days),
-        database_url=settings.database_url,
     )
     app.state.stats = service
-    consumers = StatsConsumers(bus, service)
+    router = stats_router(service.queries, database_url=settings.database_url)
+    app.state.router = router
+    consumers = StatsConsumers(bus, service.counting, router)
 
     async def database_ready() -> bool:
         return await ping(engine)

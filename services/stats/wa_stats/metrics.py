@@ -1,8 +1,8 @@
 """Prometheus metrics of the stats service (besides the shared ``wa_bus_*``/``wa_http_*``).
 
 Labels are bounded: ``type`` is a known event type or ``other``, ``limit`` one of the three limit
-names, ``query`` a known query name or ``unknown``, ``reason`` one of ``USAGE_REJECT_REASONS``;
-never a user or instance id.
+names, ``reason`` one of ``USAGE_REJECT_REASONS``; never a user or instance id. Queries are counted
+by the request router (``wa_bus_requests_total{name, outcome}``, ``wa_bus_request_duration_seconds``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 from wa_common.schemas import EventType
-from wa_common.schemas.stats import STATS_QUERIES
 
 KNOWN_TYPES = frozenset(str(t) for t in EventType)
 
@@ -42,17 +41,8 @@ USAGE_ITEMS_REJECTED = Counter(
     "foreign_instance: another user's instance).",
     ["reason"],
 )
-QUERIES = Counter(
-    "wa_stats_queries_total",
-    "Stats queries answered, by query name and reply status code.",
-    ["query", "status"],
-)
 
 
 def type_label(event_type: str) -> str:
     """Bounded label for an event type (unknown types collapse to ``other``)."""
     return event_type if event_type in KNOWN_TYPES else "other"
-
-
-def query_label(name: str) -> str:
-    return name if name in STATS_QUERIES else "unknown"

@@ -14,14 +14,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
-ALL_PERIODS: tuple[str, ...] = ("today", "week", "month", "year", "all")
+from wa_common.bus.router import RequestError
+from wa_common.schemas.stats import USER_PERIODS
+
+ALL_PERIODS: tuple[str, ...] = USER_PERIODS  # every period a query may name
 
 
-class InvalidPeriod(ValueError):
-    """The period string is not one of the allowed values (the query answers 400)."""
+class InvalidPeriod(RequestError):
+    """The period string is not one of the allowed values: the query answers 400."""
 
     def __init__(self, value: object, allowed: Sequence[str]) -> None:
-        super().__init__(f"invalid period {value!r}: must be one of {', '.join(allowed)}")
+        message = f"invalid period {value!r}: must be one of {', '.join(allowed)}"
+        super().__init__(400, message, [{"field": "period", "message": message}])
         self.value = value
         self.allowed = tuple(allowed)
 
@@ -60,11 +64,3 @@ def period_start(period: str, now: datetime, allowed: Sequence[str] = ALL_PERIOD
     if period == "year":
         return today.replace(month=1, day=1)
     return None
-
-
-def iso_utc(moment: datetime) -> str:
-    """``2023-01-01T00:00:00.000Z`` (milliseconds, ``Z``), the reference's timestamp format."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

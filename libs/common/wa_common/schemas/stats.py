@@ -70,9 +70,13 @@ gateway should ask :data:`STATS_LIMITS_STATE` before creating an instance (rare 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic.alias_generators import to_snake
+
+from wa_common.schemas.status import LimitName
+from wa_common.schemas.wire import ApiModel, UtcDateTime
 
 # --- Query names -----------------------------------------------------------------------------
 
@@ -103,104 +107,90 @@ STATS_LIMITS_STATE = "stats.limits_state"
 (a user may ask only for themselves), without it every user's blocks (admin/internal only).
 Reply :class:`LimitsState`."""
 
-STATS_QUERIES = frozenset(
-    {STATS_USER, STATS_INSTANCE, STATS_SYSTEM, STATS_LIMITS_GET, STATS_LIMITS_SET, STATS_LIMITS_STATE}
-)
-
 UserPeriod = Literal["today", "week", "month", "year", "all"]
 InstancePeriod = Literal["today", "week", "month", "all"]
-SystemPeriod = Literal["today", "week", "month", "year", "all"]
-USER_PERIODS: tuple[str, ...] = ("today", "week", "month", "year", "all")
-INSTANCE_PERIODS: tuple[str, ...] = ("today", "week", "month", "all")
-SYSTEM_PERIODS: tuple[str, ...] = ("today", "week", "month", "year", "all")
-
-LimitName = Literal["maxMessagesSent", "maxApiCalls", "maxInstances"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-    def dump(self) -> dict[str, Any]:
-        """JSON-ready dict with the camelCase keys of the wire."""
-        return self.model_dump(by_alias=True, mode="json")
+SystemPeriod = UserPeriod
+USER_PERIODS: tuple[str, ...] = get_args(UserPeriod)
+INSTANCE_PERIODS: tuple[str, ...] = get_args(InstancePeriod)
+SYSTEM_PERIODS: tuple[str, ...] = USER_PERIODS
 
 
 # --- Query payloads (period strings are validated by the stats service: 400 on a bad one) ------
 
 
-class UserStatsQuery(_Model):
+class UserStatsQuery(ApiModel):
     period: str = "month"
-    user_id: str | None = Field(None, alias="userId", description="admin only; default: the caller")
+    user_id: str | None = Field(None, description="admin only; default: the caller")
 
 
-class InstanceStatsQuery(_Model):
+class InstanceStatsQuery(ApiModel):
     period: str = "today"
-    instance_id: str | None = Field(None, alias="instanceId", description="or Query.instance_id")
+    instance_id: str | None = Field(None, description="or Query.instance_id")
 
 
-class SystemStatsQuery(_Model):
+class SystemStatsQuery(ApiModel):
     period: str = "all"
 
 
-class LimitsQuery(_Model):
-    user_id: str | None = Field(None, alias="userId")
+class LimitsQuery(ApiModel):
+    user_id: str | None = None
 
 
 # Largest value of a usage limit (10^12): far above any real use, inside every store's integer.
 MAX_LIMIT = 10**12
 
 
-class Limits(_Model):
-    """A user's limits; ``None`` means unlimited. Counts are integers from 0 to :data:`MAX_LIMIT`."""
+class Limits(ApiModel):
+    """A user's limits; ``None`` means unlimited. Counts are integers from 0 to :data:`MAX_LIMIT`.
+    The wire name of each field is its :class:`LimitName`."""
 
-    max_messages_sent: int | None = Field(
-        None, ge=0, le=MAX_LIMIT, alias="maxMessagesSent", description="per UTC day"
-    )
-    max_api_calls: int | None = Field(
-        None, ge=0, le=MAX_LIMIT, alias="maxApiCalls", description="per UTC day"
-    )
-    max_instances: int | None = Field(
-        None, ge=0, le=MAX_LIMIT, alias="maxInstances", description="at the same time"
-    )
+    max_messages_sent: int | None = Field(None, ge=0, le=MAX_LIMIT, description="per UTC day")
+    max_api_calls: int | None = Field(None, ge=0, le=MAX_LIMIT, description="per UTC day")
+    max_instances: int | None = Field(None, ge=0, le=MAX_LIMIT, description="at the same time")
+
+    def maximum(self, name: LimitName) -> int | None:
+        """The maximum of limit ``name`` (``None``: unlimited)."""
+        value: int | None = getattr(self, to_snake(name))
+        return value
 
 
-class SetLimitsQuery(_Model):
-    user_id: str = Field(alias="userId")
+class SetLimitsQuery(ApiModel):
+    user_id: str
     limits: Limits
 
 
-class LimitsStateQuery(_Model):
-    user_id: str | None = Field(None, alias="userId")
+class LimitsStateQuery(ApiModel):
+    user_id: str | None = None
 
 
 # --- Replies -----------------------------------------------------------------------------------
 
 
-class UsageCounters(_Model):
+class UsageCounters(ApiModel):
     """Counters over a period. ``totalMediaSize`` is in bytes (media sent + received)."""
 
-    messages_sent: int = Field(0, alias="messagesSent")
-    messages_received: int = Field(0, alias="messagesReceived")
-    media_sent: int = Field(0, alias="mediaSent")
-    media_received: int = Field(0, alias="mediaReceived")
-    total_media_size: int = Field(0, alias="totalMediaSize")
-    api_calls: int = Field(0, alias="apiCalls")
-    webhook_sent: int = Field(0, alias="webhookSent")
+    messages_sent: int = 0
+    messages_received: int = 0
+    media_sent: int = 0
+    media_received: int = 0
+    total_media_size: int = Field(0, description="bytes")
+    api_calls: int = 0
+    webhook_sent: int = 0
 
 
 class UserStatsTotal(UsageCounters):
     """All the user's usage in the period (API calls not tied to an instance included) and the
     number of instances the user owns now."""
 
-    instance_count: int = Field(0, alias="instanceCount")
+    instance_count: int = 0
 
 
 class UserStatsInstance(UsageCounters):
-    instance_id: str = Field(alias="instanceId")
+    instance_id: str
     name: str
 
 
-class UserStats(_Model):
+class UserStats(ApiModel):
     """Reply of ``stats.user`` (= body of ``GET /api/stats/user``): ``total`` and one row per
     instance the user owns now or that has usage in the period."""
 
@@ -208,32 +198,30 @@ class UserStats(_Model):
     instances: list[UserStatsInstance]
 
 
-class DailyStat(_Model):
-    date: str = Field(description="ISO 8601 UTC midnight, e.g. 2023-01-01T00:00:00.000Z")
-    messages_sent: int = Field(0, alias="messagesSent")
-    messages_received: int = Field(0, alias="messagesReceived")
-    media_sent: int = Field(0, alias="mediaSent")
-    media_received: int = Field(0, alias="mediaReceived")
+class DailyStat(ApiModel):
+    date: UtcDateTime = Field(description="UTC midnight of the day, e.g. 2023-01-01T00:00:00.000Z")
+    messages_sent: int = 0
+    messages_received: int = 0
+    media_sent: int = 0
+    media_received: int = 0
 
 
 class InstanceUsage(UsageCounters):
-    daily_stats: list[DailyStat] = Field(
-        default_factory=list, alias="dailyStats", description="days with usage, oldest first"
-    )
+    daily_stats: list[DailyStat] = Field(default_factory=list, description="days with usage, oldest first")
 
 
-class InstanceStats(_Model):
+class InstanceStats(ApiModel):
     """Reply of ``stats.instance`` (= body of ``GET /api/stats/instances/{id}``)."""
 
     usage: InstanceUsage
 
 
-class CountActive(_Model):
+class CountActive(ApiModel):
     total: int = 0
     active: int = 0
 
 
-class SystemStats(_Model):
+class SystemStats(ApiModel):
     """Reply of ``stats.system`` (= body of ``GET /api/stats/system``).
 
     ``instances.total``: instances that exist (created, not deleted); ``instances.active``: those
@@ -247,17 +235,15 @@ class SystemStats(_Model):
     usage: UsageCounters
 
 
-class BlockedLimit(_Model):
-    user_id: str = Field(alias="userId")
+class BlockedLimit(ApiModel):
+    user_id: str
     limit: LimitName
     max: int
     usage: int = Field(description="the day's usage (maxInstances: instances owned now)")
-    resets_at: str | None = Field(
-        alias="resetsAt", description="ISO 8601 UTC of the next day's start; None for maxInstances"
-    )
+    resets_at: UtcDateTime | None = Field(description="the next UTC day's start; None for maxInstances")
 
 
-class LimitsState(_Model):
+class LimitsState(ApiModel):
     """Reply of ``stats.limits_state``: the blocks in force now.
 
     Daily limits block while today's usage is at or above the maximum (as announced by the
@@ -268,18 +254,18 @@ class LimitsState(_Model):
     blocked: list[BlockedLimit]
 
 
-class UserLimits(_Model):
+class UserLimits(ApiModel):
     """Reply of ``stats.limits.get`` / ``stats.limits.set``."""
 
-    user_id: str = Field(alias="userId")
+    user_id: str
     limits: Limits
     state: list[BlockedLimit] = Field(default_factory=list, description="blocks in force now")
 
 
-class LimitExceededMeta(_Model):
+class LimitExceededMeta(ApiModel):
     """``meta`` of a ``limit_exceeded`` event (internal; not sent to webhook receivers)."""
 
     limit: LimitName
     max: int
-    period_start: str | None = Field(None, alias="periodStart", description="ISO 8601 UTC")
-    resets_at: str | None = Field(None, alias="resetsAt", description="ISO 8601 UTC; None = no reset")
+    period_start: UtcDateTime | None = None
+    resets_at: UtcDateTime | None = Field(None, description="None = no reset")
