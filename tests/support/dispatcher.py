@@ -76,7 +76,7 @@ class Stack:
         )
 
         async def applied() -> bool:
-            ep = await self.dispatcher.repo.endpoint(instance_id)
+            ep = await self.dispatcher.repo.endpoints.get(instance_id)
             return ep is not None and ep.updated_at == updated_at
 
         deadline = time.monotonic() + 10

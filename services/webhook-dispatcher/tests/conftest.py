@@ -1,9 +1,11 @@
 """Fixtures of the dispatcher tests: an in-process dispatcher on the real RabbitMQ/PostgreSQL,
 a test-side bus client and helpers to play the session worker
-(``tests/support/dispatcher.py``). Receivers: the root fixture ``http_servers``."""
+(``tests/support/dispatcher.py``), a module's own migrated store. Receivers: the root fixture
+``http_servers``."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 
@@ -12,7 +14,10 @@ import pytest
 
 from conftest import VhostFactory
 from tests.support.dispatcher import Stack, make_settings, start_stack, stop_stack
+from wa_common.db import create_engine
 from wa_common.ids import new_id
+from wa_common.migrations import upgrade
+from wa_webhooks.repository import Repository
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +56,12 @@ async def fresh_db(postgres_url: str) -> AsyncIterator[str]:
     admin = await asyncpg.connect(f"{base}/postgres")
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.close()
+
+
+@pytest.fixture(scope="module")
+async def repo(fresh_db: str) -> AsyncIterator[Repository]:
+    """The webhooks store on this module's own database, migrated (no dispatcher running)."""
+    await asyncio.to_thread(upgrade, "wa_webhooks", fresh_db)
+    engine = create_engine(fresh_db)
+    yield Repository(engine)
+    await engine.dispose()

@@ -23,6 +23,7 @@ from wa_common.db import create_engine
 from wa_common.ids import new_id
 from wa_common.schemas import Event
 from wa_common.schemas.events import InstanceSnapshot, WebhookSettings
+from wa_common.schemas.status import DeliveryStatus
 from wa_webhooks.models import Delivery
 from wa_webhooks.repository import Repository
 
@@ -36,7 +37,7 @@ def snapshot_event(instance_id: str, url: str, **ws: object) -> Event:
         name="crash",
         webhook_url=url,
         webhook_enabled=True,
-        webhook_settings=WebhookSettings(**ws),  # type: ignore[arg-type]
+        webhook_settings=WebhookSettings(**ws),
         updated_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     )
     return Event(type="instance.created", instance_id=instance_id, user_id="u1", data=snap.dump())
@@ -97,7 +98,7 @@ async def test_kill_9_with_1000_pending_loses_nothing(amqp_url, fresh_db, http_s
         await bus.connect(declare=False, timeout_s=60)
         iid = new_id()
         await bus.publish_event(snapshot_event(iid, rec.url(), max_retries=20, retry_interval=1000))
-        await wait_for(lambda: repo.endpoint(iid), message="replica")
+        await wait_for(lambda: repo.endpoints.get(iid), message="replica")
         events = [Event(type="connected", instance_id=iid, data={"instanceId": iid}) for _ in range(1000)]
         for i in range(0, len(events), 100):
             await asyncio.gather(*(bus.publish_event(e) for e in events[i : i + 100]))
@@ -173,8 +174,8 @@ async def test_ssrf_guard_refuses_private_targets_end_to_end(amqp_url, fresh_db,
 
         async def all_failed() -> bool:
             for iid in iids:
-                rows, _, _ = await stack.dispatcher.repo.list_deliveries(
-                    iid, status="failed", limit=1, skip=0
+                rows, _, _ = await stack.dispatcher.repo.deliveries.page(
+                    iid, status=DeliveryStatus.FAILED, limit=1, skip=0
                 )
                 if not rows:
                     return False

@@ -265,7 +265,7 @@ async def test_redelivered_bus_message_creates_no_second_delivery(stack, http_se
         "disconnected", iid, {"instanceId": iid, "reason": "x", "willReconnect": True}
     )
     await wait_for(lambda: any(q.headers["x-webhook-id"] == marker.id for q in r.requests), message="marker")
-    _, _, total = await stack.dispatcher.repo.list_deliveries(iid, status=None, limit=10, skip=0)
+    _, _, total = await stack.dispatcher.repo.deliveries.page(iid, status=None, limit=10, skip=0)
     assert total == 2
     assert [q.headers["x-webhook-id"] for q in r.requests].count(event.id) == 1
 
@@ -312,7 +312,7 @@ async def test_retries_follow_max_retries_and_interval(stack, http_servers):
     async def finished() -> bool:
         statuses = []
         for iid in (f_iid, d_iid, r_iid):
-            rows, _, _ = await stack.dispatcher.repo.list_deliveries(iid, status=None, limit=5, skip=0)
+            rows, _, _ = await stack.dispatcher.repo.deliveries.page(iid, status=None, limit=5, skip=0)
             statuses.append(rows[0].status if rows else None)
         return statuses == ["delivered", "failed", "failed"]
 
@@ -324,7 +324,7 @@ async def test_retries_follow_max_retries_and_interval(stack, http_servers):
         gaps = [b.at - a.at for a, b in zip(rec.requests, rec.requests[1:], strict=False)]
         assert all(0.9 <= g <= 2.0 for g in gaps), gaps
         assert len({q.headers["x-webhook-id"] for q in rec.requests}) == 1
-    rows, attempts, _ = await stack.dispatcher.repo.list_deliveries(d_iid, status=None, limit=5, skip=0)
+    rows, attempts, _ = await stack.dispatcher.repo.deliveries.page(d_iid, status=None, limit=5, skip=0)
     logged = attempts[rows[0].id]
     assert [a.number for a in logged] == [1, 2, 3]
     assert all(a.status_code == 503 and a.outcome == "5xx" and a.error == "HTTP 503" for a in logged)
@@ -365,7 +365,7 @@ async def test_deleting_an_instance_cancels_its_pending_deliveries(stack, http_s
     await stack.publish("instance.deleted", iid, {"instanceId": iid, "userId": stack.user_id})
 
     async def cancelled() -> bool:
-        rows, _, _ = await stack.dispatcher.repo.list_deliveries(iid, status=None, limit=5, skip=0)
+        rows, _, _ = await stack.dispatcher.repo.deliveries.page(iid, status=None, limit=5, skip=0)
         return bool(rows) and rows[0].status == "cancelled"
 
     await wait_for(cancelled, message="cancelled")

@@ -13,13 +13,12 @@ from wa_common.logs import get_logger
 from wa_common.migrations import upgrade
 from wa_common.netguard import Resolver
 from wa_common.runtime import Runtime, create_app, serve
-from wa_webhooks.api import WebhooksApi
-from wa_webhooks.consumers import EventConsumer, RequestConsumer
+from wa_webhooks.api import SERVICE, WebhooksApi
+from wa_webhooks.consumers import EventConsumer
+from wa_webhooks.housekeeping import run_gauges, run_retention
 from wa_webhooks.outbox import Dispatcher
 from wa_webhooks.repository import Repository
 from wa_webhooks.settings import WebhooksSettings
-
-SERVICE = "webhooks"
 
 log = get_logger(__name__)
 
@@ -56,11 +55,11 @@ def build_app(settings: WebhooksSettings | None = None, *, resolver: Resolver | 
         else:
             log.warning("webhook targets may be private/loopback addresses (development setting)")
         runtime.tasks.spawn(dispatcher.run(), name="webhook-scheduler")
-        runtime.tasks.spawn(dispatcher.run_metrics(), name="webhook-outbox-gauges")
-        runtime.tasks.spawn(dispatcher.run_retention(), name="webhook-retention")
+        runtime.tasks.spawn(run_gauges(repo.deliveries), name="webhook-outbox-gauges")
+        runtime.tasks.spawn(run_retention(repo.retention, settings.retention_days), name="webhook-retention")
         consumers = [
-            await bus.consume(SERVICE_QUEUES["webhooks"], EventConsumer(dispatcher)),
-            await bus.consume(WEBHOOKS_QUERY_QUEUE, RequestConsumer(bus, api)),
+            await bus.consume(SERVICE_QUEUES[SERVICE], EventConsumer(dispatcher)),
+            await bus.consume(WEBHOOKS_QUERY_QUEUE, api.router.consumer(bus)),
         ]
 
         async def stop_consuming() -> None:

@@ -1,15 +1,36 @@
 """SQLAlchemy models of the webhooks store.
 
-Times are Unix epoch milliseconds (``BigInteger``, UTC): cheap to compare the same way on
-PostgreSQL and SQLite.
+Points in time are stored as Unix epoch milliseconds (``BigInteger``, UTC: cheap to compare the
+same way on PostgreSQL and SQLite) and read and written as aware UTC ``datetime`` values
+(:class:`EpochMs`), so milliseconds never leave the store.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, Boolean, Dialect, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from wa_common.clock import from_unix_ms, to_unix_ms
+from wa_common.schemas.status import DeliveryStatus
+from wa_common.schemas.wire import as_utc
+
+
+class EpochMs(TypeDecorator[datetime]):
+    """A ``BigInteger`` of Unix epoch milliseconds, aware UTC ``datetime`` in code (a naive
+    value is taken as UTC; sub-millisecond precision is dropped)."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> int | None:
+        return to_unix_ms(as_utc(value)) if value is not None else None
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return from_unix_ms(int(value)) if value is not None else None
 
 
 class Base(DeclarativeBase):
@@ -21,6 +42,7 @@ class Endpoint(Base):
 
     ``deleted`` is a tombstone (``instance.deleted``) so a late ``instance.updated`` cannot bring
     the instance back. ``updated_at`` is the snapshot's ``updatedAt`` (ISO 8601); newer wins.
+    ``retry_interval_ms`` is the reference's ``retryInterval`` (a duration in milliseconds).
     """
 
     __tablename__ = "webhook_endpoints"
@@ -44,9 +66,10 @@ class Endpoint(Base):
 class Delivery(Base):
     """One event to one instance's webhook URL: the outbox row.
 
-    ``body`` is the exact request body (canonical JSON, UTF-8). ``status``: pending, delivered,
-    failed, cancelled. A pending row is due at ``next_attempt_at``; a replica that claims it sets
-    ``locked_until``/``lock_token`` (a lease) and only that token may record the attempt.
+    ``body`` is the exact request body (canonical JSON, UTF-8). ``status``: a
+    :class:`~wa_common.schemas.status.DeliveryStatus`. A pending row is due at
+    ``next_attempt_at``; a replica that claims it sets ``locked_until``/``lock_token`` (a lease)
+    and only that token may record the attempt.
     """
 
     __tablename__ = "webhook_deliveries"
@@ -58,15 +81,15 @@ class Delivery(Base):
     event: Mapped[str] = mapped_column(String(64))
     url: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     max_retries: Mapped[int] = mapped_column(Integer, default=3)
-    next_attempt_at: Mapped[int] = mapped_column(BigInteger)
-    locked_until: Mapped[int | None] = mapped_column(BigInteger)
+    next_attempt_at: Mapped[datetime] = mapped_column(EpochMs)
+    locked_until: Mapped[datetime | None] = mapped_column(EpochMs)
     lock_token: Mapped[str | None] = mapped_column(String(26))
-    occurred_at: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[int] = mapped_column(BigInteger)
-    finished_at: Mapped[int | None] = mapped_column(BigInteger)
+    occurred_at: Mapped[datetime] = mapped_column(EpochMs)
+    created_at: Mapped[datetime] = mapped_column(EpochMs)
+    finished_at: Mapped[datetime | None] = mapped_column(EpochMs)
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     redelivery_of: Mapped[str | None] = mapped_column(String(26))
@@ -95,7 +118,7 @@ class Attempt(Base):
         String(26), ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
     )
     number: Mapped[int] = mapped_column(Integer)
-    started_at: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[datetime] = mapped_column(EpochMs)
     duration_ms: Mapped[int] = mapped_column(Integer)
     status_code: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(16))

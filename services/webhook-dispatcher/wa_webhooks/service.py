@@ -20,7 +20,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -38,7 +38,9 @@ from wa_common.schemas.events import (
     QrReceivedData,
     WebhookUpdatedData,
 )
+from wa_common.schemas.status import MessageStatus
 from wa_common.schemas.text import header_name_problem, header_value_problem, is_reserved_header
+from wa_common.schemas.wire import iso_ms
 
 log = get_logger(__name__)
 
@@ -156,12 +158,6 @@ def canonical_json(value: Any) -> bytes:
 # --- body, signature, headers -------------------------------------------------------------------
 
 
-def iso_millis(when: datetime) -> str:
-    """``2023-01-01T12:00:00.000Z`` (UTC, milliseconds), the reference's timestamp format."""
-    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
-
-
 def webhook_data(event: str, data: Mapping[str, Any], instance_id: str) -> dict[str, Any]:
     """The ``data`` object for ``event`` in the reference's field order.
 
@@ -179,13 +175,16 @@ def webhook_data(event: str, data: Mapping[str, Any], instance_id: str) -> dict[
         except ValidationError as exc:
             # Field names only: the values are message contents.
             fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
-            log.warning("event data does not match the reference; sent as is", event=event, fields=fields)
+            log.warning(
+                "event data does not match the reference; sent as is", event_type=event, fields=fields
+            )
     return payload
 
 
 def webhook_body(event: str, data: Mapping[str, Any], occurred_at: datetime) -> bytes:
-    """The request body ``{"event", "data", "timestamp"}`` as canonical JSON bytes."""
-    return canonical_json({"event": event, "data": dict(data), "timestamp": iso_millis(occurred_at)})
+    """The request body ``{"event", "data", "timestamp"}`` as canonical JSON bytes; ``timestamp``
+    is ``occurred_at`` as the reference shows it (``2023-01-01T12:00:00.000Z``: UTC, milliseconds)."""
+    return canonical_json({"event": event, "data": dict(data), "timestamp": iso_ms(occurred_at)})
 
 
 class InvalidHeader(ValueError):
@@ -283,9 +282,9 @@ def wants(
         return notify_sent
     if event == EventType.MESSAGE_STATUS:
         status = data.get("status")
-        if status == "delivered":
+        if status == MessageStatus.DELIVERED:
             return notify_delivery
-        if status in ("read", "played"):
+        if status in (MessageStatus.READ, MessageStatus.PLAYED):
             return notify_read
         return False
     return event in (

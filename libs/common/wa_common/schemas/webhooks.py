@@ -7,7 +7,8 @@ request carries ``caller`` (:class:`~wa_common.schemas.Caller`) and ``instance_i
 dispatcher answers 404 ``{"error": "Instance not found"}`` for an instance it does not know,
 that was deleted, or that is not the caller's (admins see every instance; ownership comes from
 ``InstanceSnapshot.userId``). A reply's ``data`` is the HTTP response body and ``status``
-the HTTP status to relay.
+the HTTP status to relay; a malformed request or an invalid payload is answered 400 (with
+``details`` naming each field), never dead-lettered (``wa_common.bus.router``).
 
 Operations (``name`` → request payload → reply):
 
@@ -40,7 +41,23 @@ from typing import Literal
 
 from pydantic import Field
 
-from wa_common.schemas.events import _Data
+from wa_common.schemas.status import DeliveryStatus
+from wa_common.schemas.wire import ApiModel, Pagination, UtcDateTime
+
+__all__ = [
+    "TEST_EVENT",
+    "Attempt",
+    "AttemptOutcome",
+    "Delivery",
+    "DeliveryAccepted",
+    "DeliveryPage",
+    "DeliveryStatus",
+    "ListDeliveries",
+    "Pagination",
+    "Redeliver",
+    "SendTest",
+    "WebhooksOperation",
+]
 
 
 class WebhooksOperation(StrEnum):
@@ -52,78 +69,68 @@ class WebhooksOperation(StrEnum):
 TEST_EVENT = "webhook_test"
 """Event name of the body sent by ``webhooks.test``."""
 
-DeliveryStatus = Literal["pending", "delivered", "failed", "cancelled"]
-"""``pending`` (waiting for its next attempt), ``delivered`` (a 2xx answer), ``failed`` (1 +
-maxRetries attempts failed), ``cancelled`` (instance deleted or webhooks disabled/unset)."""
-
-DELIVERY_STATUSES: tuple[str, ...] = ("pending", "delivered", "failed", "cancelled")
-
 AttemptOutcome = Literal["2xx", "3xx", "4xx", "5xx", "timeout", "error"]
+"""An attempt's outcome: the class of the HTTP status, or ``timeout``/``error`` (no answer)."""
 
 
-class ListDeliveries(_Data):
+class ListDeliveries(ApiModel):
     limit: int = Field(50, ge=1, le=500)
     skip: int = Field(0, ge=0)
     status: DeliveryStatus | None = None
 
 
-class Redeliver(_Data):
-    delivery_id: str = Field(alias="deliveryId")
+class Redeliver(ApiModel):
+    delivery_id: str
 
 
-class SendTest(_Data):
+class SendTest(ApiModel):
     pass
 
 
-class Attempt(_Data):
-    """One HTTP attempt. ``at`` ISO 8601 UTC (start), ``durationMs`` milliseconds;
-    ``statusCode`` is ``None`` for timeouts and connection/refusal errors."""
+class Attempt(ApiModel):
+    """One HTTP attempt. ``at``: its start; ``durationMs`` milliseconds; ``statusCode`` is
+    ``None`` for timeouts and connection/refusal errors."""
 
     number: int
-    at: str
-    duration_ms: int = Field(alias="durationMs")
-    status_code: int | None = Field(alias="statusCode")
-    outcome: AttemptOutcome
+    at: UtcDateTime
+    duration_ms: int
+    status_code: int | None
+    outcome: AttemptOutcome = Field(examples=["2xx"])
     error: str | None = None
 
 
-class Delivery(_Data):
+class Delivery(ApiModel):
     """A webhook delivery (one event to one instance's URL) and its attempts, oldest first.
 
-    Times are ISO 8601 UTC; ``nextAttemptAt`` is ``None`` unless ``status`` is ``pending``.
+    ``status``: ``pending`` (waiting for its next attempt), ``delivered`` (a 2xx answer),
+    ``failed`` (1 + maxRetries attempts failed), ``cancelled`` (instance deleted or webhooks
+    disabled/unset). ``nextAttemptAt`` is ``None`` unless ``status`` is ``pending``.
     ``maxRetries`` is the instance's setting when the delivery was created.
     """
 
     id: str
-    instance_id: str = Field(alias="instanceId")
-    event_id: str = Field(alias="eventId")
-    event: str
+    instance_id: str
+    event_id: str
+    event: str = Field(examples=["message_received"])
     url: str | None
     status: DeliveryStatus
-    attempt_count: int = Field(alias="attemptCount")
-    max_retries: int = Field(alias="maxRetries")
-    created_at: str = Field(alias="createdAt")
-    next_attempt_at: str | None = Field(alias="nextAttemptAt")
-    finished_at: str | None = Field(alias="finishedAt")
-    last_status_code: int | None = Field(alias="lastStatusCode")
-    last_error: str | None = Field(alias="lastError")
-    redelivery_of: str | None = Field(alias="redeliveryOf")
+    attempt_count: int
+    max_retries: int
+    created_at: UtcDateTime
+    next_attempt_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
+    last_status_code: int | None
+    last_error: str | None
+    redelivery_of: str | None
     attempts: list[Attempt]
 
 
-class Pagination(_Data):
-    total: int
-    limit: int
-    skip: int
-    has_more: bool = Field(alias="hasMore")
-
-
-class DeliveryPage(_Data):
+class DeliveryPage(ApiModel):
     deliveries: list[Delivery]
     pagination: Pagination
 
 
-class DeliveryAccepted(_Data):
+class DeliveryAccepted(ApiModel):
     success: bool = True
     message: str
     delivery: Delivery

@@ -1,7 +1,7 @@
-"""Whatever goes wrong inside an attempt is a failed attempt (real bus, PostgreSQL, loopback
-receivers): it is logged in the attempt log with an error text that carries no secret, and the
-delivery follows its retry schedule to ``failed`` — never retried forever. Requests that are the
-caller's bad input are answered, never dead-lettered.
+"""The attempt runner (``wa_webhooks.attempt``): whatever goes wrong inside an attempt is a
+failed attempt (real bus, PostgreSQL, loopback receivers): it is logged in the attempt log with an
+error text that carries no secret, and the delivery follows its retry schedule to ``failed`` —
+never retried forever.
 
 Custom headers HTTP cannot carry are written into the dispatcher's settings replica directly, as
 instances created before the gateway refused them would have them.
@@ -14,14 +14,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 from sqlalchemy import update
 from structlog.testing import capture_logs
 
-from conftest import raw_bus_request, wait_for
+from conftest import wait_for
 from tests.support.dispatcher import Stack, make_settings, start_stack, stop_stack
-from wa_common.bus import EXCHANGE_EVENTS, WEBHOOKS_QUERY_QUEUE, dead_letter_queue
-from wa_common.schemas import Event, Reply
+from wa_common.bus import EXCHANGE_EVENTS
+from wa_common.schemas import Event
 from wa_webhooks.models import Endpoint
 
 pytestmark = pytest.mark.integration
@@ -53,7 +52,7 @@ async def set_replica_headers(stack: Stack, instance_id: str, headers: dict[str,
 
 
 async def finished(stack: Stack, instance_id: str) -> Any:
-    rows, attempts, _ = await stack.dispatcher.repo.list_deliveries(instance_id, status=None, limit=5, skip=0)
+    rows, attempts, _ = await stack.dispatcher.repo.deliveries.page(instance_id, status=None, limit=5, skip=0)
     if rows and rows[0].status != "pending":
         return rows[0], attempts[rows[0].id]
     return None
@@ -143,42 +142,3 @@ async def test_any_exception_in_an_attempt_is_a_failed_attempt(boom_stack: Stack
     unexpected = [e for e in logs if e["event"] == "webhook attempt failed unexpectedly"]
     assert len(unexpected) == 2 and "[redacted]" in unexpected[0]["detail"]
     assert leaked(logs, [TOKEN, SECRET]) == []
-
-
-async def raw_request(stack: Stack, body: bytes) -> Reply:
-    """Publish ``body`` as a request to the dispatcher (``wa.queries.webhooks``); the reply."""
-    reply: Reply = await raw_bus_request(stack.bus.connection, WEBHOOKS_QUERY_QUEUE, body)
-    return reply
-
-
-def nacked(requeue: str) -> float:
-    labels = {"queue": WEBHOOKS_QUERY_QUEUE, "requeue": requeue}
-    return REGISTRY.get_sample_value("wa_bus_messages_nacked_total", labels) or 0.0
-
-
-async def test_a_bad_request_is_answered_and_never_dead_lettered(
-    boom_stack: Stack, http_servers: Callable[..., Any]
-) -> None:
-    stack = boom_stack
-    before = {r: nacked(r) for r in ("true", "false")}
-    for body in (b"not json", b"\xff", b'{"name": 7}', b'{"name": "webhooks.test", "caller": "root"}'):
-        reply = await raw_request(stack, body)
-        assert reply.status == 400 and not reply.ok, (body, reply)
-    r = await http_servers()
-    iid = await stack.create_instance(r.url())
-    for instance_id in ("\x00", "x" * 65, "a/b"):
-        assert (await stack.call("webhooks.deliveries.list", instance_id)).status == 404
-    for delivery_id in ("\x00", "y" * 300):
-        reply = await stack.call(
-            "webhooks.deliveries.redeliver", iid, {"deliveryId": delivery_id}, command=True
-        )
-        assert reply.status == 404, reply
-    assert (await stack.call("webhooks.deliveries.list", iid, {"limit": "many"})).status == 400
-    assert {r: nacked(r) for r in before} == before
-
-    channel = await stack.bus.connection.channel()
-    try:
-        dead = await channel.declare_queue(dead_letter_queue(WEBHOOKS_QUERY_QUEUE), passive=True)
-        assert dead.declaration_result.message_count == 0
-    finally:
-        await channel.close()
