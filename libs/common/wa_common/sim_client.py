@@ -16,7 +16,7 @@ import time
 
 from aio_pika.exceptions import DeliveryError
 
-from wa_common.bus import EXCHANGE_SIM, Bus, Delivery, PublishError
+from wa_common.bus import EXCHANGE_SIM, Bus, Consumer, Delivery, PublishError
 from wa_common.schemas.sim import (
     SimCodeEntry,
     SimContact,
@@ -213,7 +213,7 @@ class DoubleConnectionWatch:
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
         self.alerts: list[SimDoubleConnection] = []
-        self._consumer = None
+        self._consumer: Consumer | None = None
 
     @property
     def count(self) -> int:

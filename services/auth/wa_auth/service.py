@@ -135,7 +135,7 @@ class AuthService:
     async def _publish(self, event_type: EventType, user: User) -> None:
         if self.bus is None:
             return
-        data = UserEventData(userId=user.id, active=user.active, role=user.role)
+        data = UserEventData(user_id=user.id, active=user.active, role=user.role)
         event = Event(type=event_type, user_id=user.id, data=data.model_dump(by_alias=True))
         try:
             await self.bus.publish_event(event)

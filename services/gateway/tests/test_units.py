@@ -115,6 +115,7 @@ def test_query_helpers() -> None:
     assert iso_or_400("2023-01-01T00:00:00.000Z", "since") == "2023-01-01T00:00:00.000Z"
     with pytest.raises(ApiError) as err:
         iso_or_400("yesterday", "since")
+    assert err.value.details is not None
     assert err.value.status == 400 and err.value.details == [
         {"field": "since", "message": err.value.details[0]["message"]}
     ]
@@ -306,7 +307,7 @@ def test_every_api_route_checks_its_input() -> None:
     from wa_gateway.input_guard import guard_input
 
     def calls(dependant: Dependant) -> set[object]:
-        found = {dependant.call}
+        found: set[object] = {dependant.call}
         for sub in dependant.dependencies:
             found |= calls(sub)
         return found
@@ -323,7 +324,9 @@ def test_every_api_route_checks_its_input() -> None:
     app = build_app(GatewaySettings(profile="embedded", simulator_routes=True))
     api_routes = [(path, r) for path, r in routes(app.routes) if path.startswith("/api")]
     assert len(api_routes) > 40, [p for p, _ in api_routes]
-    unguarded = [f"{sorted(r.methods)} {p}" for p, r in api_routes if guard_input not in calls(r.dependant)]
+    unguarded = [
+        f"{sorted(r.methods or ())} {p}" for p, r in api_routes if guard_input not in calls(r.dependant)
+    ]
     assert not unguarded, unguarded
 
 

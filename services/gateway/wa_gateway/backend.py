@@ -7,16 +7,20 @@
 
 Every request carries the caller (user id, role); the owner of the data answers 404 for what is
 not the caller's. A reply's ``data`` is the reference's response body and its ``status`` the HTTP
-status: :func:`relay` turns it into the response (or the JSON error). No reply by the deadline
-raises ``RequestTimeout`` and no consumer ``PublishError``; ``errors.py`` maps both to 503.
+status: :func:`answer` hands both to the route (or raises the JSON error), and FastAPI validates
+the body against the route's ``response_model`` (a ``wa_common.schemas`` model, the one the
+service built it with). No reply by the deadline raises ``RequestTimeout`` and no consumer
+``PublishError``; ``errors.py`` maps both to 503.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from starlette.responses import JSONResponse
+from fastapi import Response
+from fastapi.exceptions import ResponseValidationError
+from pydantic import BaseModel, ValidationError
 
 from wa_common.bus import RpcClient
 from wa_common.bus.topology import (
@@ -31,6 +35,8 @@ from wa_common.runtime import Runtime
 from wa_common.schemas import Caller, Command, Query, Reply, utcnow
 from wa_gateway.errors import ApiError
 from wa_gateway.settings import GatewaySettings
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Backend:
@@ -125,9 +131,21 @@ def ensure_ok(reply: Reply) -> Reply:
     raise ApiError(status, reply.error or "Request failed", reply.details)
 
 
-def relay(reply: Reply, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The HTTP response for a reply: its data with its status, or the JSON error."""
+def answer(reply: Reply, response: Response) -> Any:
+    """A route's answer for ``reply``: its data, with its status set on ``response``, for FastAPI
+    to validate against the route's response model (a reply that does not fit is a 500, see
+    ``errors.py``); the JSON error for a failure."""
     ensure_ok(reply)
-    return JSONResponse(
-        reply.data if reply.data is not None else {}, status_code=reply.status, headers=headers
-    )
+    response.status_code = reply.status
+    return reply.data if reply.data is not None else {}
+
+
+def reply_as(model: type[M], reply: Reply) -> M:
+    """The data of a successful ``reply`` as ``model``, for a route that reads it. Data that does
+    not fit is the backend's fault, not the caller's: it fails as a response that does not fit
+    its model does (500, logged), never as the caller's 400."""
+    ensure_ok(reply)
+    try:
+        return model.model_validate(reply.data)
+    except ValidationError as exc:
+        raise ResponseValidationError(exc.errors(include_input=False, include_url=False)) from None

@@ -7,6 +7,10 @@ follow the reference's table (400, 401, 403, 404, 500) plus 409 (conflict), 413 
 429 (rate or usage limit, with ``Retry-After`` except for ``maxInstances``, which no waiting
 lifts) and 503 (no worker/service answered in time, or none is running). A 500 never carries a
 stack trace or exception text: the message names the correlation id to look up in the logs.
+
+A body that does not fit its route's response model (a field the model does not declare, a
+missing or mistyped one: a service and the gateway disagree on the contract) is a 500 too, logged
+with the offending fields (their places and error types, never their values).
 """
 
 from __future__ import annotations
@@ -14,14 +18,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from wa_common.bus import PublishError, RequestTimeout
-from wa_common.logs import get_logger
-from wa_gateway.schemas import ErrorBody
+from wa_common.logs import get_correlation_id, get_logger
+from wa_common.schemas.wire import ErrorBody
 
 log = get_logger(__name__)
 
@@ -134,6 +138,20 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(400, f"Invalid request: {summary}" if summary else "Invalid request", details)
 
 
+async def _response_invalid(request: Request, exc: Exception) -> JSONResponse:
+    """500 for an answer that does not fit the route's response model; the log names the route
+    and each offending field (place and error type: values may be personal data or secrets)."""
+    assert isinstance(exc, ResponseValidationError)
+    problems = [
+        {"field": _field(e.get("loc", ())), "type": e.get("type")}
+        for e in exc.errors()
+        if isinstance(e, dict)
+    ]
+    route = getattr(request.scope.get("route"), "path", None)
+    log.error("response does not fit its model", method=request.method, route=route, problems=problems[:20])
+    return error_response(500, f"Internal server error (correlation id {get_correlation_id()})")
+
+
 async def _timeout(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestTimeout)
     log.warning("backend did not answer in time", target=exc.target, operation=exc.name)
@@ -170,6 +188,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _validation_error)
+    app.add_exception_handler(ResponseValidationError, _response_invalid)
     app.add_exception_handler(RequestTimeout, _timeout)
     app.add_exception_handler(PublishError, _publish_error)
 

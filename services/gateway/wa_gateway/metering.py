@@ -98,7 +98,8 @@ class UsageMeter:
         taken, self._counts = self._counts, Counter()
         by_day: dict[str, list[ApiUsageCount]] = {}
         for (day, user_id, instance_id), n in taken.items():
-            by_day.setdefault(day, []).append(ApiUsageCount(userId=user_id, instanceId=instance_id, count=n))
+            count = ApiUsageCount(user_id=user_id, instance_id=instance_id, count=n)
+            by_day.setdefault(day, []).append(count)
         published = 0
         for day, counts in by_day.items():
             batch = ApiUsageBatch(gateway=self._gateway_id, day=day, counts=counts)

@@ -20,10 +20,11 @@ from wa_common import netguard
 from wa_common.bus import PublishError, RequestTimeout
 from wa_common.bus.topology import STATS_QUERY_QUEUE, WEBHOOKS_QUERY_QUEUE
 from wa_common.schemas import Caller
+from wa_common.schemas.cluster import DbStatus, StoreStatus
 from wa_common.schemas.events import EVENT_NAME_ALIASES
 from wa_common.schemas.session import SessionQuery
 from wa_common.schemas.stats import STATS_LIMITS_STATE, LimitsStateQuery
-from wa_gateway.backend import Backend, ensure_ok
+from wa_gateway.backend import Backend, reply_as
 from wa_gateway.errors import ApiError
 from wa_gateway.limits import MAX_INSTANCES
 
@@ -158,7 +159,7 @@ async def refresh_instance_quota(gw: Gateway, caller: Caller) -> None:
     block. If stats does not answer within 2 s the local book decides."""
     try:
         reply = await gw.backend.stats(
-            STATS_LIMITS_STATE, caller, LimitsStateQuery(userId=caller.user_id).dump(), timeout_s=2.0
+            STATS_LIMITS_STATE, caller, LimitsStateQuery(user_id=caller.user_id).dump(), timeout_s=2.0
         )
     except (RequestTimeout, PublishError):
         return
@@ -166,24 +167,22 @@ async def refresh_instance_quota(gw: Gateway, caller: Caller) -> None:
         gw.limits.replace_user(caller.user_id, list(reply.data.get("blocked") or []), limit=MAX_INSTANCES)
 
 
-async def store_status(backend: Backend, caller: Caller) -> dict[str, Any]:
-    """``GET /api/db/status``: the worker's store at the top level, every service's in ``services``."""
+async def store_status(backend: Backend, caller: Caller) -> DbStatus:
+    """``GET /api/db/status``: the worker's store at the top level, every service's in ``services``
+    (``None`` for one that did not answer, or refused)."""
 
-    async def optional(target: str) -> dict[str, Any] | None:
+    async def optional(target: str) -> StoreStatus | None:
         try:
             reply = await backend.query(STORE_STATUS_OP, caller, target=target, timeout_s=2.0)
         except (RequestTimeout, PublishError):
             return None
-        return reply.data if reply.ok and isinstance(reply.data, dict) else None
+        return reply_as(StoreStatus, reply) if reply.ok else None
 
     worker, stats, webhooks = await asyncio.gather(
         backend.query(SessionQuery.STORE_STATUS, caller),
         optional(STATS_QUERY_QUEUE),
         optional(WEBHOOKS_QUERY_QUEUE),
     )
-    data = ensure_ok(worker).data or {}
-    return {
-        "provider": data.get("provider"),
-        "url": data.get("url"),
-        "services": {"session-worker": data, "stats": stats, "webhook-dispatcher": webhooks},
-    }
+    store = reply_as(StoreStatus, worker)
+    services = {"session-worker": store, "stats": stats, "webhook-dispatcher": webhooks}
+    return DbStatus(provider=store.provider, url=store.url, services=services)

@@ -3,44 +3,44 @@ workers, shards and sessions. Administrators only (403 for users)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from starlette.responses import JSONResponse, Response
+from fastapi import APIRouter, Request, Response
 
-from wa_common.schemas import Caller
+from wa_common.schemas.cluster import ClusterWorkers, DbStatus
+from wa_common.schemas.instances import SuccessMessage
 from wa_common.schemas.session import SessionQuery
 from wa_gateway import schemas as s
-from wa_gateway.backend import relay
+from wa_gateway.api.routing import AdminDep
+from wa_gateway.backend import answer
 from wa_gateway.errors import ApiError, error_responses
 from wa_gateway.service import store_status
-from wa_gateway.state import admin_caller, gateway
+from wa_gateway.state import gateway
 
 router = APIRouter(tags=["Administration"])
-AdminDep = Annotated[Caller, Depends(admin_caller)]
 
 
 @router.get(
     "/api/db/status",
-    response_model=s.DbStatus,
+    response_model=DbStatus,
     responses=error_responses(401, 403, 429, 503),
     summary="Database status (admin)",
 )
-async def db_status(request: Request, caller: AdminDep) -> Response:
+async def db_status(request: Request, caller: AdminDep) -> DbStatus:
     """The session worker's store as ``{provider, url}`` (credentials removed from the URL), and
     every service's store in ``services`` (``null`` for a service that did not answer)."""
-    return JSONResponse(await store_status(gateway(request).backend, caller))
+    return await store_status(gateway(request).backend, caller)
 
 
 @router.post(
     "/api/db/switch",
     responses={
-        200: {"model": s.SuccessMessage, "description": "Switched (not available yet: always 409)"},
+        200: {"model": SuccessMessage, "description": "Switched (not available yet: always 409)"},
         **error_responses(400, 401, 403, 409, 429),
     },
     summary="Switch database provider (admin; not available)",
 )
-async def db_switch(request: Request, body: s.DbSwitchBody, caller: AdminDep) -> Response:
+async def db_switch(request: Request, body: s.DbSwitchBody, caller: AdminDep) -> SuccessMessage:
     """Live switching of the store is not available in this version: answers **409**. Change
     ``WORKER_DATABASE_URL`` (PostgreSQL, SQLite or MongoDB), run ``migrate`` and restart the
     workers instead."""
@@ -53,11 +53,10 @@ async def db_switch(request: Request, body: s.DbSwitchBody, caller: AdminDep) ->
 
 @router.get(
     "/api/admin/workers",
-    response_model=s.ClusterWorkers,
+    response_model=ClusterWorkers,
     responses=error_responses(401, 403, 429, 503),
     summary="Workers, shards and sessions (admin)",
 )
-async def workers(request: Request, caller: AdminDep) -> Response:
+async def workers(request: Request, response: Response, caller: AdminDep) -> Any:
     """Live session workers with the shards they hold and the sessions they run."""
-    reply = await gateway(request).backend.query(SessionQuery.CLUSTER, caller)
-    return relay(reply)
+    return answer(await gateway(request).backend.query(SessionQuery.CLUSTER, caller), response)

@@ -5,24 +5,23 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import Field
-from starlette.responses import JSONResponse, Response
 
 from wa_common.bus import Bus
-from wa_common.schemas import Caller
+from wa_common.schemas.instances import QrCode, SuccessMessage
+from wa_common.schemas.messages import MessageId
 from wa_common.schemas.session import SessionQuery
 from wa_common.schemas.sim import SimError, normalise_phone
+from wa_common.schemas.wire import ApiModel
 from wa_common.sim_client import sim_enter_code, sim_scan, sim_send
 from wa_gateway import schemas as s
-from wa_gateway.backend import ensure_ok
+from wa_gateway.api.routing import AdminDep, ask
+from wa_gateway.backend import ensure_ok, reply_as
 from wa_gateway.errors import ApiError, error_responses
-from wa_gateway.state import admin_caller, check_instance_id, gateway
 
 router = APIRouter(prefix="/api/admin/sim", tags=["Simulator (admin)"])
-AdminDep = Annotated[Caller, Depends(admin_caller)]
 
 
 class ScanBody(s._In):
@@ -34,7 +33,7 @@ class ScanBody(s._In):
     pushName: str | None = Field(default=None, max_length=100, examples=["Sim Phone"])
 
 
-class ScanResult(s._Out):
+class ScanResult(ApiModel):
     success: bool
     message: str
     phone: str = Field(description="the number the instance is now linked as")
@@ -72,44 +71,43 @@ def _bus(request: Request) -> Bus:
     responses=error_responses(400, 401, 403, 404, 409, 503),
     summary="Scan an instance's QR code with a simulated phone",
 )
-async def scan(request: Request, instanceId: str, body: ScanBody, caller: AdminDep) -> Response:
+async def scan(request: Request, instanceId: str, body: ScanBody, caller: AdminDep) -> ScanResult:
     """The simulated phone ``phone`` scans the instance's current QR code: the instance links
     as ``<phone>@s.whatsapp.net``. 409 while it shows no QR code (generating, or already linked)."""
-    gw = gateway(request)
     phone = _phone(body.phone, "phone") if body.phone else "1555" + f"{secrets.randbelow(10**7):07d}"
-    reply = ensure_ok(await gw.backend.query(SessionQuery.QR, caller, check_instance_id(instanceId)))
-    code = reply.data.get("qrCode") if reply.status == 200 and isinstance(reply.data, dict) else None
+    reply = ensure_ok(await ask(request, SessionQuery.QR, caller, instanceId))
+    code = reply_as(QrCode, reply).qr_code if reply.status == 200 else None
     if not code:
         raise ApiError(409, "The instance shows no QR code yet (generating or already linked); try again")
     try:
         await sim_scan(_bus(request), code, phone, push_name=body.pushName)
     except SimError as exc:
         raise ApiError(409, f"Scan refused by the simulated network: {exc}") from None
-    return JSONResponse({"success": True, "message": f"QR code scanned by {phone}", "phone": phone})
+    return ScanResult(success=True, message=f"QR code scanned by {phone}", phone=phone)
 
 
 @router.post(
     "/pairing-code",
-    response_model=s.SuccessMessage,
+    response_model=SuccessMessage,
     responses=error_responses(400, 401, 403, 409, 503),
     summary="Enter a pairing code on a simulated phone",
 )
-async def enter_code(request: Request, body: CodeBody, caller: AdminDep) -> Response:
+async def enter_code(request: Request, body: CodeBody, caller: AdminDep) -> SuccessMessage:
     """The simulated phone ``phone`` enters ``code`` (from ``POST .../pairing-code``)."""
     try:
         await sim_enter_code(_bus(request), body.code, _phone(body.phone, "phone"))
     except SimError as exc:
         raise ApiError(409, f"Code refused by the simulated network: {exc}") from None
-    return JSONResponse({"success": True, "message": "Pairing code entered"})
+    return SuccessMessage(success=True, message="Pairing code entered")
 
 
 @router.post(
     "/messages",
-    response_model=s.MessageId,
+    response_model=MessageId,
     responses=error_responses(400, 401, 403, 409, 503),
     summary="Send a message as a simulated contact",
 )
-async def contact_message(request: Request, body: SimMessageBody, caller: AdminDep) -> Response:
+async def contact_message(request: Request, body: SimMessageBody, caller: AdminDep) -> MessageId:
     """The simulated contact ``from`` sends ``message`` to ``to`` (an instance's number); the
     instance receives it as ``message_received``. 409 when ``to`` has no live session."""
     try:
@@ -122,4 +120,4 @@ async def contact_message(request: Request, body: SimMessageBody, caller: AdminD
         )
     except SimError as exc:
         raise ApiError(409, f"Message refused by the simulated network: {exc}") from None
-    return JSONResponse({"id": message_id})
+    return MessageId(id=message_id)

@@ -3,74 +3,80 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from functools import partial
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
-from starlette.responses import Response
+from fastapi import APIRouter, Query, Request, Response
 
-from wa_common.schemas import Caller
-from wa_common.schemas.session import MAX_SKIP
-from wa_common.schemas.webhooks import ListDeliveries, Redeliver, SendTest, WebhooksOperation
-from wa_gateway import schemas as s
-from wa_gateway.backend import relay
+from wa_common.bus.topology import WEBHOOKS_QUERY_QUEUE
+from wa_common.schemas.webhooks import (
+    DeliveryAccepted,
+    DeliveryPage,
+    ListDeliveries,
+    Redeliver,
+    SendTest,
+    WebhooksOperation,
+)
+from wa_gateway.api.routing import CallerDep, Skip, ask_service
 from wa_gateway.errors import error_responses
-from wa_gateway.state import api_caller, check_id, check_instance_id, gateway
+from wa_gateway.state import check_id, check_instance_id
 
 router = APIRouter(prefix="/api/instances", tags=["Webhooks"])
-CallerDep = Annotated[Caller, Depends(api_caller)]
+ask_dispatcher = partial(ask_service, WEBHOOKS_QUERY_QUEUE)
 
 
 @router.get(
     "/{instanceId}/webhooks/deliveries",
-    response_model=s.DeliveryPage,
+    response_model=DeliveryPage,
     responses=error_responses(400, 401, 404, 429, 503),
     summary="Webhook deliveries",
 )
 async def deliveries(
     request: Request,
+    response: Response,
     instanceId: str,
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500, description="deliveries (max 500)")] = 50,
-    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
+    skip: Skip = 0,
     status: Annotated[Literal["pending", "delivered", "failed", "cancelled"] | None, Query()] = None,
-) -> Response:
+) -> Any:
     """The instance's webhook deliveries, newest first, each with its attempts."""
+    instance_id = check_instance_id(instanceId)
     query = ListDeliveries(limit=limit, skip=skip, status=status)
-    reply = await gateway(request).backend.webhooks(
-        WebhooksOperation.LIST_DELIVERIES, caller, check_instance_id(instanceId), query.dump()
+    return await ask_dispatcher(
+        WebhooksOperation.LIST_DELIVERIES, request, response, caller, query, instance_id=instance_id
     )
-    return relay(reply)
 
 
 @router.post(
     "/{instanceId}/webhooks/deliveries/{deliveryId}/redeliver",
     status_code=202,
-    response_model=s.DeliveryAccepted,
+    response_model=DeliveryAccepted,
     responses=error_responses(400, 401, 404, 409, 429, 503),
     summary="Redeliver a webhook",
 )
-async def redeliver(request: Request, instanceId: str, deliveryId: str, caller: CallerDep) -> Response:
+async def redeliver(
+    request: Request, response: Response, instanceId: str, deliveryId: str, caller: CallerDep
+) -> Any:
     """Send a delivery's body again as a new delivery (same ``X-Webhook-Id``); **202**. 409 while
     the original is still pending; 400 when webhooks are disabled or no URL is set."""
-    reply = await gateway(request).backend.webhooks(
-        WebhooksOperation.REDELIVER,
-        caller,
-        check_instance_id(instanceId),
-        Redeliver(deliveryId=check_id(deliveryId, "Delivery not found")).dump(),
+    instance_id = check_instance_id(instanceId)
+    body = Redeliver(delivery_id=check_id(deliveryId, "Delivery not found"))
+    return await ask_dispatcher(
+        WebhooksOperation.REDELIVER, request, response, caller, body, instance_id=instance_id
     )
-    return relay(reply)
 
 
 @router.post(
     "/{instanceId}/webhooks/test",
     status_code=202,
-    response_model=s.DeliveryAccepted,
+    response_model=DeliveryAccepted,
     responses=error_responses(400, 401, 404, 429, 503),
     summary="Send a test webhook",
 )
-async def send_test(request: Request, instanceId: str, caller: CallerDep) -> Response:
+async def send_test(request: Request, response: Response, instanceId: str, caller: CallerDep) -> Any:
     """Enqueue a ``webhook_test`` event to the instance's URL; **202** with the delivery."""
-    reply = await gateway(request).backend.webhooks(
-        WebhooksOperation.SEND_TEST, caller, check_instance_id(instanceId), SendTest().dump()
+    instance_id = check_instance_id(instanceId)
+    return await ask_dispatcher(
+        WebhooksOperation.SEND_TEST, request, response, caller, SendTest(), instance_id=instance_id
     )
-    return relay(reply)
