@@ -50,10 +50,23 @@ test: install
 test-unit: install
 	$(PY) -m pytest -m "not integration and not e2e"
 
+# The tests folders are type-checked as packages (-p), under the dotted names pytest's importlib
+# mode gives their modules (services.session-worker.tests.conftest): given as paths, mypy would
+# name the modules of a folder under a non-identifier (session-worker, webhook-dispatcher) from
+# that folder down, so their conftest.py would clash with the root one. MYPYPATH (the packages'
+# source roots) lets the tests see the wa_* packages' real types (the editable installs carry no
+# py.typed); errors inside those packages are the first mypy line's to report, hence silent, and
+# the other options need their own cache.
+empty :=
+MYPY_SOURCE_ROOTS := $(subst $(empty) $(empty),:,libs/common $(patsubst %/pyproject.toml,%,$(wildcard services/*/pyproject.toml)))
+MYPY_TEST_PACKAGES := $(subst /,.,$(wildcard libs/common/tests services/*/tests))
+
 lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy libs/common/wa_common services/*/wa_* bench tests tools conftest.py
+	MYPYPATH=$(MYPY_SOURCE_ROOTS) .venv/bin/mypy libs/common/wa_common services/*/wa_* bench tests tools conftest.py
+	MYPYPATH=$(MYPY_SOURCE_ROOTS) .venv/bin/mypy --follow-imports=silent --cache-dir .mypy_cache/tests \
+		$(addprefix -p ,$(MYPY_TEST_PACKAGES))
 
 fmt: install
 	.venv/bin/ruff format .
