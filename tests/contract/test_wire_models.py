@@ -14,7 +14,7 @@ from wa_common.schemas.contacts import DbContact, DbContactsPage
 from wa_common.schemas.events import WebhookSettings
 from wa_common.schemas.instances import InstanceDetail, InstanceList, InstanceState, QrGenerating
 from wa_common.schemas.wire import ApiModel, Pagination
-from wa_session_worker.repository.base import ContactRec, InstanceRec
+from wa_session_worker.repository.records import ContactRec, InstanceRec
 from wa_session_worker.service import views
 
 AT = datetime(2023, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)

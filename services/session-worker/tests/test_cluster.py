@@ -229,6 +229,7 @@ async def test_cluster_failover_and_rebalance(spawn: Any, client: tuple[Bus, Rpc
     index = {iid: n for n, iid in enumerate(ids)}
     pairs = list(zip(on_a[:5], on_b[:5], strict=False))
     sent: dict[str, str] = {}
+    reply: Reply | None  # None: a send during the move that timed out (below)
     for x, y in pairs:
         for src, dst in ((x, y), (y, x)):
             body = f"hello {index[src]}->{index[dst]}"

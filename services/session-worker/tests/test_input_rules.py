@@ -10,6 +10,7 @@ from annotated_types import MaxLen
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from wa_common.bus.router import RequestError
 from wa_common.logs import describe_exception
 from wa_common.schemas import Caller, Command, Query
 from wa_common.schemas import session as s
@@ -19,7 +20,7 @@ from wa_session_worker import failures as errors
 from wa_session_worker import media
 from wa_session_worker import models as m
 from wa_session_worker.service import guard
-from wa_session_worker.service.views import ApiError, to_group_jid, to_jid
+from wa_session_worker.service.views import to_group_jid, to_jid
 
 ARABIC = "\u0661\u0665\u0665\u0665\u0660\u0660\u0660\u0660\u0660\u0660\u0662"
 FULLWIDTH = "\uff11\uff15\uff15\uff15\uff10\uff10\uff10\uff10\uff10\uff10\uff12"
@@ -62,7 +63,7 @@ def test_recipients_accepted(value: str, jid: str) -> None:
     ],
 )
 def test_recipients_refused(value: str) -> None:
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(RequestError) as refused:
         to_jid(value, "chatId")
     details = refused.value.details or []
     assert refused.value.status == 400 and [d["field"] for d in details] == ["chatId"]
@@ -70,11 +71,11 @@ def test_recipients_refused(value: str) -> None:
 
 def test_phone_only_fields_refuse_groups_and_lids() -> None:
     for value in ("120363025246125486@g.us", "123456789012345@lid"):
-        with pytest.raises(ApiError):
+        with pytest.raises(RequestError):
             to_jid(value, groups=False, lids=False)
     assert to_group_jid("120363025246125486", "number") == "120363025246125486@g.us"
     for value in ("abc", f"{ARABIC}@g.us", "1\n2345", "12345@s.whatsapp.net"):
-        with pytest.raises(ApiError):
+        with pytest.raises(RequestError):
             to_group_jid(value, "number")
 
 

@@ -40,8 +40,7 @@ from wa_common.schemas.envelope import utcnow
 from wa_common.schemas.session import SessionCommand as C
 from wa_common.schemas.session import SessionQuery as Q
 from wa_common.sim_client import sim_scan, sim_send
-from wa_session_worker.main import build_app
-from wa_session_worker.service.core import WorkerService
+from wa_session_worker.main import Worker, build_app
 from wa_session_worker.settings import WorkerSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -54,8 +53,8 @@ SECRET = "TOPSECRET-7f3a9c"
 
 
 class Ctx:
-    def __init__(self, bus: Bus, rpc: RpcClient, service: WorkerService) -> None:
-        self.bus, self.rpc, self.service = bus, rpc, service
+    def __init__(self, bus: Bus, rpc: RpcClient, worker: Worker) -> None:
+        self.bus, self.rpc, self.worker = bus, rpc, worker
 
     async def cmd(
         self, name: str, iid: str, payload: dict[str, Any] | None = None, caller: Caller = ALICE
@@ -156,7 +155,7 @@ async def ctx(
         await wait_for(
             lambda: len(app.state.shards.owned()) == S, timeout_s=20, message="worker owns all shards"
         )
-        yield Ctx(bus, rpc, app.state.service)
+        yield Ctx(bus, rpc, app.state.worker)
         await bus.close()
 
 
@@ -261,7 +260,7 @@ async def test_store_data_errors_are_answered_outages_retried(
     from wa_session_worker.service import guard
 
     monkeypatch.setattr(guard, "check_request", lambda request: None)
-    repo = ctx.service.repo
+    repo = ctx.worker.repo
     real_create = repo.create_instance
     spoiled: dict[str, Any] = {}
 
@@ -353,7 +352,7 @@ async def test_group_ids_are_checked(ctx: Ctx) -> None:
 async def test_failure_logs_and_replies_carry_no_request_values(
     ctx: Ctx, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = ctx.service.repo
+    repo = ctx.worker.repo
 
     async def broken(rec: Any) -> bool:
         raise RuntimeError(f"cannot store {rec.webhook_settings}")

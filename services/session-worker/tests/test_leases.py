@@ -7,7 +7,7 @@ the tests can check, at every step, that no shard runs on two owners at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -189,7 +189,7 @@ async def test_shard_moves_are_logged_once_per_round(store: LeaseStore) -> None:
     b = ShardManager(store, settings("wb"), RecordingOwner("wb"))
     await a.start()
 
-    def loud(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def loud(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
         return [e for e in logs if e["log_level"] != "debug"]
 
     with capture_logs() as logs:

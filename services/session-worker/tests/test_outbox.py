@@ -31,10 +31,9 @@ from wa_common.schemas import Caller, Command, Event, EventType, Query
 from wa_common.schemas.envelope import utcnow
 from wa_common.schemas.session import SessionCommand, SessionQuery
 from wa_common.sim_client import sim_scan, sim_send
-from wa_session_worker.main import build_app
+from wa_session_worker.main import Worker, build_app
 from wa_session_worker.repository.base import Repository
 from wa_session_worker.service import outbox
-from wa_session_worker.service.core import WorkerService
 from wa_session_worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
@@ -44,7 +43,7 @@ S = 4
 
 @dataclass
 class World:
-    service: WorkerService
+    worker: Worker
     repo: Repository
     bus: Bus  # the test's own connection
     events: list[Event]
@@ -79,8 +78,8 @@ async def world(
 
         await bus.consume_transient([(EXCHANGE_EVENTS, "#")], on_event, name_prefix="wa.test.outbox")
         await wait_for(lambda: len(app.state.shards.owned()) == S, timeout_s=20, message="all shards owned")
-        service: WorkerService = app.state.service
-        yield World(service, service.repo, bus, events, amqp_url)
+        worker: Worker = app.state.worker
+        yield World(worker, worker.repo, bus, events, amqp_url)
         await bus.close()
 
 
@@ -145,7 +144,7 @@ async def test_a_publish_the_broker_refuses_stays_until_the_relay_sends_it(world
     await gone.close()
     event = an_event(new_id())
     await world.repo.stage_event(None, outbox.pending(event, S))
-    assert await outbox.deliver(gone, event, world.service.published) is False
+    assert await outbox.deliver(gone, event, world.worker.recorder.published) is False
     assert event.id in await world.pending_ids()
     await wait_for(lambda: world.received(event.id), timeout_s=15, message="relayed after a refusal")
 

@@ -1,16 +1,27 @@
-"""Bus consumers of the session worker: shard commands, queries, user events.
+"""Bus consumers of the session worker: the commands of owned shards, queries, user events.
 
-Thin glue: parse the message, hand it to :class:`~wa_session_worker.service.core.WorkerService`,
-reply. Outcomes of a command or query:
+Commands and queries are answered by two :class:`~wa_common.bus.router.Router`\\ s built from the
+service modules' handlers: each request name with its payload model and its reply model (the
+body a handler returns; the router checks it is that model and answers it 200, while a
+:class:`Reply` a handler returns is sent as it is: 201, 202, a repeated send's first reply), the
+worker's edge check (:func:`~wa_session_worker.service.guard.check_request`) as the guard, and,
+for commands, one command at a time per instance (:class:`InstanceLocks`, the router's
+``around``). Outcomes:
 
-- malformed (not a request at all): answered 400 when it asks for a reply, then dead-lettered
-  (:class:`Reject`), since it is a sender's bug worth keeping;
-- refused input (the worker's edge check, a handler's validation, or a store that cannot hold a
-  value: :func:`~wa_session_worker.failures.is_data_error`): answered 400 and acked;
-  sending the same data again would fail the same way, so it is never retried;
-- the store unreachable (:func:`~wa_session_worker.failures.is_store_unavailable`):
-  raised, so the bus redelivers the message;
+- malformed (not a request at all): answered 400 when it asks for a reply, dead-lettered when
+  nobody waits for one (the router);
+- a handler's :class:`~wa_common.bus.router.RequestError` (its views' parsers, access checks,
+  media): answered with its status by the router;
+- refused input (the edge check, a payload model, or a store that cannot hold a value:
+  :func:`~wa_session_worker.failures.is_data_error`): answered 400 and acked; sending the same
+  data again would fail the same way, so it is never retried;
+- an engine failure (:class:`EngineError`): answered with its status (409 not connected...);
+- the store unreachable (:func:`~wa_session_worker.failures.is_store_unavailable`): raised, so
+  the bus redelivers the message;
 - any other failure: answered 500, so the caller never waits for its deadline.
+
+The worker's metrics keep their names: ``wa_worker_commands_total{name, outcome}`` and
+``wa_worker_command_duration_seconds{name}`` (the send path adds the outcome ``duplicate``).
 
 Logs never carry a request's values nor exception messages (a driver error quotes the value it
 could not store, which may be a webhook secret): only exception types, SQLSTATE codes and frames.
@@ -18,24 +29,68 @@ could not store, which may be a webhook secret): only exception types, SQLSTATE 
 
 from __future__ import annotations
 
-import json
+import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from pydantic import ValidationError
-from pydantic_core import PydanticSerializationError
 
-from wa_common.bus import QUERY_QUEUE, SERVICE_QUEUES, Consumer, Delivery, Reject, send_reply
+from wa_common.bus import QUERY_QUEUE, SERVICE_QUEUES, Bus, Consumer, Delivery, Reject
 from wa_common.bus.client import Handler
+from wa_common.bus.router import OnError, Router
 from wa_common.logs import describe_exception, exception_fields, get_logger
-from wa_common.schemas import Command, Event, Query, Reply
+from wa_common.schemas import Command, Event, Query, Reply, Request
+from wa_common.schemas.cluster import ClusterWorkers, StoreStatus
+from wa_common.schemas.contacts import (
+    AddContactResult,
+    DbContact,
+    DbContactsPage,
+    ImportResult,
+    WhatsappContacts,
+)
 from wa_common.schemas.events import EventType, UserEventData
+from wa_common.schemas.instances import (
+    ActivityPage,
+    EventsPage,
+    Instance,
+    InstanceDetail,
+    InstanceList,
+    InstanceState,
+    InstanceUpdated,
+    PairingCode,
+    QrCode,
+    SuccessMessage,
+)
+from wa_common.schemas.messages import ChatMessagesPage, MessageId
+from wa_common.schemas.session import (
+    ActivityQuery,
+    AddContact,
+    ChatMessagesQuery,
+    ContactsQuery,
+    CreateInstance,
+    EventsQuery,
+    ListInstances,
+    PairPhone,
+    SaveContact,
+    SendMedia,
+    SendText,
+    UpdateInstance,
+)
+from wa_common.schemas.session import SessionCommand as C
+from wa_common.schemas.session import SessionQuery as Q
+from wa_session_worker.engines.base import EngineError
 from wa_session_worker.failures import data_error_message, is_data_error, is_store_unavailable
-from wa_session_worker.service.core import WorkerService
+from wa_session_worker.metrics import COMMAND_SECONDS, COMMANDS
+from wa_session_worker.service import guard
+from wa_session_worker.service.admin import Admin
+from wa_session_worker.service.contacts import Contacts
+from wa_session_worker.service.instances import Instances
+from wa_session_worker.service.messaging import Messaging
+from wa_session_worker.service.queries import Queries
 
 log = get_logger(__name__)
 
-RequestKind = type[Command] | type[Query]
+SERVICE = "session-worker"
 
 
 class StoreUnavailable(RuntimeError):
@@ -43,83 +98,107 @@ class StoreUnavailable(RuntimeError):
     failure's types and SQLSTATE only (``describe_exception``), never the driver's text."""
 
 
-def _parse(kind: RequestKind, body: bytes) -> Command | Query:
-    """The request in ``body``; raises ``ValidationError`` when it is none.
+class InstanceLocks:
+    """The lock serialising each instance's commands, kept only while a command holds or awaits
+    it (commands naming random ids cannot grow this)."""
 
-    pydantic's JSON parser refuses a lone surrogate escape (``"\\ud800"``), valid JSON that the
-    standard library reads: such a request is parsed that way, so the edge check answers 400
-    naming the field instead of the whole message being dead-lettered unanswered.
-    """
-    try:
-        return kind.from_bytes(body)
-    except ValidationError as exc:
-        first = exc
-    try:
-        return kind.model_validate(json.loads(body))
-    except (ValueError, RecursionError, ValidationError):
-        raise first from None
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    def lock(self, instance_id: str) -> asyncio.Lock:
+        lock = self._locks.get(instance_id)
+        if lock is None:
+            lock = self._locks[instance_id] = asyncio.Lock()
+        return lock
+
+    async def around(self, request: Request, run: Callable[[], Awaitable[Reply]]) -> Reply:
+        """The commands router's wrapper: 400 without an instance id, else ``run`` under the
+        instance's lock."""
+        if not request.instance_id:
+            return Reply.failure(400, "instance id is required")
+        async with self.lock(request.instance_id):
+            return await run()
 
 
 def _short(value: str | None) -> str | None:
     return value[:64] if value is not None else None
 
 
-async def _answer(service: WorkerService, delivery: Delivery, reply: Reply) -> None:
-    try:
-        reply.to_bytes()
-    except PydanticSerializationError:
-        # Text that cannot be encoded (an unpaired surrogate stored before the edge check).
-        reply = Reply.failure(500, "the answer contains text that cannot be encoded")
-    await send_reply(service.bus, delivery, reply)
+def failure_mapping(kind: str) -> OnError:
+    """The routers' ``on_error`` (``kind``: ``command`` or ``query``, for the logs): see the
+    module docstring."""
+
+    def on_error(request: Request, exc: Exception) -> Reply:
+        if isinstance(exc, EngineError):
+            return Reply.failure(exc.status, str(exc))
+        where = {"name": _short(request.name), "instance_id": _short(request.instance_id)}
+        if is_data_error(exc):
+            log.warning(f"{kind} refused: the store cannot hold its data", **where, **exception_fields(exc))
+            return Reply.failure(400, f"Invalid request: {data_error_message(exc)}")
+        if is_store_unavailable(exc):
+            log.warning(f"{kind} postponed: the store failed", **where, error=describe_exception(exc))
+            raise StoreUnavailable(describe_exception(exc)) from None
+        log.error(f"{kind} failed", **where, **exception_fields(exc))
+        return Reply.failure(500, f"internal error while handling {_short(request.name)}")
+
+    return on_error
 
 
-def _request_handler(
-    service: WorkerService,
-    kind: RequestKind,
-    handle: Callable[[Any], Awaitable[Reply | None]],
-) -> Handler:
-    """Parse a command or query, run ``handle``, reply (outcomes: see the module docstring)."""
-    label = kind.__name__.lower()
-
-    async def on_request(delivery: Delivery) -> None:
-        try:
-            request = _parse(kind, delivery.body)
-        except ValidationError as exc:
-            try:
-                await send_reply(service.bus, delivery, Reply.failure(400, f"malformed {label}"))
-            except Exception as reply_exc:
-                log.warning(f"malformed {label} not answered", error=type(reply_exc).__name__)
-            raise Reject(f"malformed {label}: {exc.error_count()} errors") from None
-        try:
-            reply = await handle(request)
-        except Exception as exc:
-            where = {"name": _short(request.name), "instance_id": _short(request.instance_id)}
-            if is_data_error(exc):
-                log.warning(
-                    f"{label} refused: the store cannot hold its data", **where, **exception_fields(exc)
-                )
-                reply = Reply.failure(400, f"Invalid request: {data_error_message(exc)}")
-            elif is_store_unavailable(exc):
-                log.warning(f"{label} postponed: the store failed", **where, error=describe_exception(exc))
-                raise StoreUnavailable(describe_exception(exc)) from None
-            else:
-                log.error(f"{label} failed", **where, **exception_fields(exc))
-                reply = Reply.failure(500, f"internal error while handling {_short(request.name)}")
-        if reply is not None:
-            await _answer(service, delivery, reply)
-
-    return on_request
+def commands_router(
+    instances: Instances, messaging: Messaging, contacts: Contacts, locks: InstanceLocks
+) -> Router:
+    """The commands of an instance's shard (consumed from ``wa.shard.<k>`` while owned)."""
+    router = Router(
+        SERVICE,
+        kind=Command,
+        guard=guard.check_request,
+        around=locks.around,
+        on_error=failure_mapping("command"),
+        requests=COMMANDS,
+        seconds=COMMAND_SECONDS,
+    )
+    router.add(C.CREATE_INSTANCE, instances.create, payload=CreateInstance, reply=Instance)
+    router.add(C.UPDATE_INSTANCE, instances.update, payload=UpdateInstance, reply=InstanceUpdated)
+    router.add(C.DELETE_INSTANCE, instances.delete, reply=SuccessMessage)
+    router.add(C.RECONNECT, instances.reconnect, reply=SuccessMessage)
+    router.add(C.LOGOUT, instances.logout, reply=SuccessMessage)
+    router.add(C.PAIR_PHONE, instances.pair_phone, payload=PairPhone, reply=PairingCode)
+    router.add(C.SEND_TEXT, messaging.send, payload=SendText, reply=MessageId)
+    router.add(C.SEND_MEDIA, messaging.send, payload=SendMedia, reply=MessageId)
+    router.add(C.FETCH_CONTACTS, contacts.fetch, reply=WhatsappContacts)
+    router.add(C.ADD_CONTACT, contacts.add, payload=AddContact, reply=AddContactResult)
+    router.add(C.IMPORT_CONTACTS, contacts.import_all, reply=ImportResult)
+    router.add(C.SAVE_CONTACT, contacts.save, payload=SaveContact, reply=DbContact)
+    return router
 
 
-def command_handler(service: WorkerService) -> Handler:
-    return _request_handler(service, Command, service.handle_command)
+def queries_router(queries: Queries, admin: Admin) -> Router:
+    """The queries any worker answers (competing consumers on ``wa.queries``)."""
+    router = Router(
+        SERVICE,
+        kind=Query,
+        guard=guard.check_request,
+        on_error=failure_mapping("query"),
+        requests=COMMANDS,
+        seconds=COMMAND_SECONDS,
+    )
+    router.add(Q.GET_INSTANCE, queries.get_instance, reply=InstanceDetail)
+    router.add(Q.LIST_INSTANCES, queries.list_instances, payload=ListInstances, reply=InstanceList)
+    router.add(Q.STATUS, queries.status, reply=InstanceState)
+    router.add(Q.QR, queries.qr, reply=QrCode)  # 200; the 202 (QrGenerating) is a Reply
+    router.add(Q.ACTIVITY, queries.activity, payload=ActivityQuery, reply=ActivityPage)
+    router.add(Q.EVENTS, queries.events, payload=EventsQuery, reply=EventsPage)
+    router.add(Q.CONTACTS_DB, queries.contacts, payload=ContactsQuery, reply=DbContactsPage)
+    router.add(Q.CHAT_MESSAGES, queries.chat_messages, payload=ChatMessagesQuery, reply=ChatMessagesPage)
+    router.add(Q.CLUSTER, admin.cluster, reply=ClusterWorkers)
+    router.add(Q.STORE_STATUS, admin.store_status, reply=StoreStatus)
+    return router
 
 
-def query_handler(service: WorkerService) -> Handler:
-    return _request_handler(service, Query, service.handle_query)
-
-
-def user_event_handler(service: WorkerService) -> Handler:
+def user_event_handler(admin: Admin) -> Handler:
     async def on_event(delivery: Delivery) -> None:
         try:
             event = Event.from_bytes(delivery.body)
@@ -131,15 +210,14 @@ def user_event_handler(service: WorkerService) -> Handler:
             data = UserEventData.model_validate(event.data)
         except ValidationError as exc:
             raise Reject("malformed user.deleted data") from exc
-        await service.delete_user_instances(data.user_id)
+        await admin.delete_user_instances(data.user_id)
 
     return on_event
 
 
-async def start_consumers(service: WorkerService) -> list[Consumer]:
+async def start_consumers(bus: Bus, queries: Router, admin: Admin) -> list[Consumer]:
     """Consume queries and user events (shard queues are consumed per held lease)."""
-    service.command_handler = command_handler(service)
     return [
-        await service.bus.consume(QUERY_QUEUE, query_handler(service)),
-        await service.bus.consume(SERVICE_QUEUES["session-worker"], user_event_handler(service)),
+        await bus.consume(QUERY_QUEUE, queries.consumer(bus)),
+        await bus.consume(SERVICE_QUEUES["session-worker"], user_event_handler(admin)),
     ]

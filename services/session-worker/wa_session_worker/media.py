@@ -21,11 +21,11 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from wa_common.bus.router import RequestError
 from wa_common.netguard import UnsafeURLError, check_url, guarded_client
 from wa_common.schemas.session import MAX_FILENAME
 from wa_common.schemas.text import text_problem
 from wa_session_worker.service.guard import MAX_MIMETYPE
-from wa_session_worker.service.views import ApiError
 
 # A MIME type as RFC 6838 names them (restricted-name/restricted-name), within its column.
 _MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
@@ -65,18 +65,22 @@ def _url_filename(path: str) -> str | None:
     return name
 
 
+def _too_large(max_bytes: int) -> RequestError:
+    return RequestError(413, f"media larger than {max_bytes} bytes")
+
+
 def decode_upload(data_base64: str, mimetype: str | None, filename: str | None, max_bytes: int) -> Media:
     """Decode the gateway's base64 upload; 400 when malformed, 413 when too large."""
     try:
         data = base64.b64decode(data_base64, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(
+        raise RequestError(
             400, "dataBase64 is not valid base64", [{"field": "dataBase64", "message": "invalid base64"}]
         ) from None
     if not data:
-        raise ApiError(400, "the file is empty")
+        raise RequestError(400, "the file is empty")
     if len(data) > max_bytes:
-        raise ApiError(413, f"media larger than {max_bytes} bytes")
+        raise _too_large(max_bytes)
     return Media(data, mimetype or _guess_type(filename) or "application/octet-stream", filename)
 
 
@@ -94,7 +98,7 @@ async def download(
     try:
         await check_url(url, allow_private=allow_private)
     except UnsafeURLError as exc:
-        raise ApiError(
+        raise RequestError(
             400, f"media URL refused: {exc.reason}", [{"field": "url", "message": exc.reason}]
         ) from None
     parts = urlsplit(url)
@@ -106,30 +110,30 @@ async def download(
             client.stream("GET", url) as response,
         ):
             if response.is_redirect:
-                raise ApiError(400, "media URL redirects; redirects are not followed")
+                raise RequestError(400, "media URL redirects; redirects are not followed")
             if response.status_code >= 400:
-                raise ApiError(400, f"media URL answered HTTP {response.status_code}")
+                raise RequestError(400, f"media URL answered HTTP {response.status_code}")
             declared = response.headers.get("content-length")
             if declared and _LENGTH.fullmatch(declared) and int(declared) > max_bytes:
-                raise ApiError(413, f"media larger than {max_bytes} bytes")
+                raise _too_large(max_bytes)
             content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if content_type.startswith("text/html") or content_type == "application/xhtml+xml":
-                raise ApiError(400, f"media URL returned {content_type}, not media")
+                raise RequestError(400, f"media URL returned {content_type}, not media")
             chunks: list[bytes] = []
             size = 0
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise ApiError(413, f"media larger than {max_bytes} bytes")
+                    raise _too_large(max_bytes)
                 chunks.append(chunk)
     except UnsafeURLError as exc:
-        raise ApiError(400, f"media URL refused: {exc.reason}") from None
+        raise RequestError(400, f"media URL refused: {exc.reason}") from None
     except TimeoutError:
-        raise ApiError(504, f"media download did not finish within {timeout_s:g}s") from None
+        raise RequestError(504, f"media download did not finish within {timeout_s:g}s") from None
     except httpx.HTTPError as exc:
-        raise ApiError(502, f"media download failed: {type(exc).__name__}") from None
+        raise RequestError(502, f"media download failed: {type(exc).__name__}") from None
     if size == 0:
-        raise ApiError(400, "media URL returned an empty body")
+        raise RequestError(400, "media URL returned an empty body")
     served = _served_type(content_type)
     effective = mimetype or (served if served != "application/octet-stream" else None)
     return Media(b"".join(chunks), effective or _guess_type(name) or "application/octet-stream", name)

@@ -1,6 +1,7 @@
 """The session worker's document store (see :mod:`.base`)."""
 
-from wa_session_worker.repository.base import (
+from wa_session_worker.repository.base import Repository
+from wa_session_worker.repository.records import (
     ActivityRec,
     ContactRec,
     EventRec,
@@ -8,7 +9,6 @@ from wa_session_worker.repository.base import (
     InstanceRec,
     MessageRec,
     OutboxRec,
-    Repository,
 )
 
 __all__ = [

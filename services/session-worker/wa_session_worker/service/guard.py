@@ -9,9 +9,10 @@ Two layers, both shared with the gateway (one definition of each rule):
 - here, before any handler: the envelope (request id, caller, idempotency key, instance id) fits
   its column, and the whole payload follows ``wa_common.schemas.text.json_problems`` (storable
   text, keys included; bounded strings, lists and nesting; integers within +-(2^53 - 1));
-- in the handler: the payload model of ``wa_common.schemas.session`` bounds each field to its
-  column and applies the webhook header rules (``WebhookHeaders``); its ``ValidationError`` is
-  answered 400 (``core._run``).
+- then, before the handler: the payload model of ``wa_common.schemas.session`` declared with
+  the request's route bounds each field to its column and applies the webhook header rules
+  (``WebhookHeaders``); the request router (``wa_common.bus.router``) answers its
+  ``ValidationError`` 400.
 
 A violation answers 400 with ``details`` naming each field; messages never quote the offending
 value (it may be a secret). Recipients and chat ids are checked where they are parsed

@@ -26,20 +26,23 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from wa_common.bus import Bus, PublishError, shard_for
+from wa_common.clock import Clock, utcnow
 from wa_common.logs import describe_exception, get_logger
-from wa_common.schemas import Event, utcnow
+from wa_common.schemas import Event
 from wa_session_worker.metrics import OUTBOX_PENDING, OUTBOX_RELAYED
-from wa_session_worker.repository.base import OutboxRec, Repository
+from wa_session_worker.repository.base import Repository
+from wa_session_worker.repository.records import OutboxRec
 
 log = get_logger(__name__)
 
 RELAY_BATCH = 200
 
 
-def pending(event: Event, shard_count: int) -> OutboxRec:
-    """The outbox entry of ``event`` (its instance's shard; events about no instance use shard 0)."""
+def pending(event: Event, shard_count: int, *, clock: Clock = utcnow) -> OutboxRec:
+    """The outbox entry of ``event`` (its instance's shard; events about no instance use shard 0),
+    created now by ``clock``."""
     shard = shard_for(event.instance_id, shard_count) if event.instance_id else 0
-    return OutboxRec(event.id, shard, event.to_bytes().decode(), utcnow())
+    return OutboxRec(event.id, shard, event.to_bytes().decode(), clock())
 
 
 class Published:
@@ -104,12 +107,15 @@ def _safe_error(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, PublishError) else describe_exception(exc)
 
 
-async def relay_once(repo: Repository, bus: Bus, shards: list[int], grace_s: float) -> int:
-    """Publish the due entries of ``shards`` (oldest first); returns how many were published.
+async def relay_once(
+    repo: Repository, bus: Bus, shards: list[int], grace_s: float, *, clock: Clock = utcnow
+) -> int:
+    """Publish the entries of ``shards`` created more than ``grace_s`` before ``clock()``'s now
+    (oldest first); returns how many were published.
 
     Stops at the first entry the broker does not confirm (order is kept for the next round).
     """
-    due = await repo.outbox_due(sorted(shards), utcnow() - timedelta(seconds=grace_s), RELAY_BATCH)
+    due = await repo.outbox_due(sorted(shards), clock() - timedelta(seconds=grace_s), RELAY_BATCH)
     OUTBOX_PENDING.set(len(due))
     published: list[str] = []
     try:
@@ -128,14 +134,20 @@ async def relay_once(repo: Repository, bus: Bus, shards: list[int], grace_s: flo
 
 
 async def relay_loop(
-    repo: Repository, bus: Bus, owned_shards: Callable[[], list[int]], *, interval_s: float, grace_s: float
+    repo: Repository,
+    bus: Bus,
+    owned_shards: Callable[[], list[int]],
+    *,
+    interval_s: float,
+    grace_s: float,
+    clock: Clock = utcnow,
 ) -> None:
     """Run :func:`relay_once` for the shards this worker owns every ``interval_s`` seconds."""
     while True:
         try:
             shards = owned_shards()
             if shards:
-                await relay_once(repo, bus, shards, grace_s)
+                await relay_once(repo, bus, shards, grace_s, clock=clock)
         except Exception as exc:
             log.warning("outbox relay round failed", error=_safe_error(exc))
         await asyncio.sleep(interval_s)

@@ -1,38 +1,67 @@
 """Records → the reference's response bodies (``spec/api-reference.md``), and small parsers.
 
-Timestamps in bodies are ISO 8601 UTC with milliseconds and a ``Z`` (``2023-01-01T00:00:00.000Z``).
+Every body is a model of ``wa_common.schemas`` (``instances``, ``contacts``, ``messages``,
+``cluster``): the gateway declares the same models as its routes' response models, so what the
+worker answers is what ``/openapi.json`` documents, and a field the model does not declare fails
+here rather than reaching a client. A handler returns its model (the router answers it 200 with
+the model's JSON; ``Reply.success(model, status=...)`` for another status); times are ISO 8601
+UTC with milliseconds and a ``Z`` (``2023-01-01T00:00:00.000Z``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
+from wa_common.bus.router import RequestError
+from wa_common.clock import from_unix
+from wa_common.db import redact_url
 from wa_common.jids import InvalidAddress, parse_group, parse_jid
-from wa_session_worker.repository.base import (
-    ActivityRec,
-    ContactRec,
-    EventRec,
-    InstanceRec,
-    MessageRec,
+from wa_common.schemas.cluster import ClusterWorker, ClusterWorkers, StoreStatus
+from wa_common.schemas.contacts import (
+    AddContactResult,
+    AddedContact,
+    DbContact,
+    DbContactsPage,
+    ImportResult,
+    WhatsappContact,
+    WhatsappContacts,
 )
+from wa_common.schemas.instances import (
+    ActivityLog,
+    ActivityPage,
+    ConnectionStatus,
+    EventsPage,
+    Instance,
+    InstanceDetail,
+    InstanceEvent,
+    InstanceList,
+    InstanceListItem,
+    InstanceState,
+    InstanceUpdated,
+    InstanceWebhookSettings,
+    PairingCode,
+    QrCode,
+    QrGenerating,
+    QrStatus,
+    SuccessMessage,
+)
+from wa_common.schemas.messages import ChatMessage, ChatMessagesPage, MessageId
+from wa_common.schemas.wire import Pagination, iso_or_none
+from wa_session_worker.engines.base import WaContact
+from wa_session_worker.repository.records import ActivityRec, ContactRec, EventRec, InstanceRec, MessageRec
+from wa_session_worker.shards.leases import Lease, Member
+
+iso = iso_or_none
+"""``2023-01-01T00:00:00.000Z`` (``None`` kept), for times outside the bodies (event data)."""
+
+QR_MESSAGES: dict[QrStatus, str] = {
+    "generating": "QR code generation in progress. Please try again in a few seconds.",
+    "logged_out": "The instance is logged out: reconnect it (POST .../reconnect) to get a new QR code.",
+}
 
 
-class ApiError(Exception):
-    """A request that fails with HTTP ``status`` and a human-readable message."""
-
-    def __init__(self, status: int, message: str, details: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.details = details
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+# --- parsers -------------------------------------------------------------------------------------
 
 
 def parse_time(value: str | None, field: str) -> datetime | None:
@@ -42,7 +71,7 @@ def parse_time(value: str | None, field: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise ApiError(
+        raise RequestError(
             400, f"{field} is not an ISO 8601 date", [{"field": field, "message": "invalid date"}]
         ) from None
     if parsed.tzinfo is None:
@@ -50,8 +79,8 @@ def parse_time(value: str | None, field: str) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-def _invalid(field: str, exc: InvalidAddress) -> ApiError:
-    return ApiError(400, f"Invalid {field}: {exc}", [{"field": field, "message": str(exc)}])
+def _invalid(field: str, exc: InvalidAddress) -> RequestError:
+    return RequestError(400, f"Invalid {field}: {exc}", [{"field": field, "message": str(exc)}])
 
 
 def to_jid(value: str, field: str = "phone", *, groups: bool = True, lids: bool = True) -> str:
@@ -78,124 +107,100 @@ def linked_phone(rec: InstanceRec) -> str | None:
     return rec.device_jid.split("@", 1)[0].split(":", 1)[0] or None
 
 
-def connection_status(rec: InstanceRec) -> dict[str, Any]:
+# --- instances -----------------------------------------------------------------------------------
+
+
+def connection_status(rec: InstanceRec) -> ConnectionStatus:
     """The reference's ``{ready, status, hasQr}`` plus two extensions: ``phone``, the linked
     number, and ``pushName``, the linked account's own name (each ``null`` when not linked or
     not known)."""
     linked = linked_phone(rec)
-    return {
-        "ready": rec.status == "connected",
-        "status": rec.status,
-        "hasQr": bool(rec.qr_code) and rec.status == "qr",
-        "phone": linked,
-        "pushName": rec.push_name if linked else None,
-    }
+    return ConnectionStatus(
+        ready=rec.status == "connected",
+        status=rec.status,
+        has_qr=bool(rec.qr_code) and rec.status == "qr",
+        phone=linked,
+        push_name=rec.push_name if linked else None,
+    )
 
 
-def instance_body(rec: InstanceRec) -> dict[str, Any]:
+def instance_body(rec: InstanceRec) -> Instance:
     """The create response (also the base of get/list bodies)."""
-    return {
-        "id": rec.id,
-        "name": rec.name,
-        "description": rec.description,
-        "userId": rec.user_id,
-        "status": rec.status,
-        "webhookUrl": rec.webhook_url,
-        "webhookEnabled": rec.webhook_enabled,
-        "createdAt": iso(rec.created_at),
-        "updatedAt": iso(rec.updated_at),
-    }
+    return Instance.model_validate(rec, from_attributes=True)
 
 
-def webhook_settings_body(rec: InstanceRec) -> dict[str, Any]:
-    return {"instanceId": rec.id, **rec.webhook_settings}
+def webhook_settings_body(rec: InstanceRec) -> InstanceWebhookSettings:
+    return InstanceWebhookSettings.model_validate({**rec.webhook_settings, "instanceId": rec.id})
 
 
-def instance_detail(rec: InstanceRec) -> dict[str, Any]:
-    return {
-        **instance_body(rec),
-        "webhookSettings": webhook_settings_body(rec),
-        "connectionStatus": connection_status(rec),
-    }
+def instance_detail(rec: InstanceRec) -> InstanceDetail:
+    return InstanceDetail(
+        **dict(instance_body(rec)),
+        webhook_settings=webhook_settings_body(rec),
+        connection_status=connection_status(rec),
+    )
 
 
-def instance_list_item(rec: InstanceRec) -> dict[str, Any]:
-    return {**instance_body(rec), "connectionStatus": connection_status(rec)}
+def instance_list_item(rec: InstanceRec) -> InstanceListItem:
+    return InstanceListItem(**dict(instance_body(rec)), connection_status=connection_status(rec))
 
 
-def instance_update_body(rec: InstanceRec) -> dict[str, Any]:
-    return {
-        "id": rec.id,
-        "name": rec.name,
-        "description": rec.description,
-        "webhookUrl": rec.webhook_url,
-        "webhookEnabled": rec.webhook_enabled,
-        "updatedAt": iso(rec.updated_at),
-    }
+def instance_list(recs: Iterable[InstanceRec]) -> InstanceList:
+    return InstanceList(instances=[instance_list_item(r) for r in recs])
 
 
-def status_body(rec: InstanceRec) -> dict[str, Any]:
+def instance_update_body(rec: InstanceRec) -> InstanceUpdated:
+    return InstanceUpdated.model_validate(rec, from_attributes=True)
+
+
+def status_body(rec: InstanceRec) -> InstanceState:
     conn = connection_status(rec)
-    return {
-        "instanceId": rec.id,
-        "status": rec.status,
-        "ready": conn["ready"],
-        "hasQr": conn["hasQr"],
-        "lastActivity": iso(rec.last_activity_at or rec.updated_at),
-        "connectionDetails": conn,
-    }
+    return InstanceState(
+        instance_id=rec.id,
+        status=rec.status,
+        ready=conn.ready,
+        has_qr=conn.has_qr,
+        last_activity=rec.last_activity_at or rec.updated_at,
+        connection_details=conn,
+    )
 
 
-def contact_body(rec: ContactRec) -> dict[str, Any]:
-    return {
-        "id": rec.id,
-        "instanceId": rec.instance_id,
-        "name": rec.name,
-        "number": rec.number,
-        "remoteJid": rec.remote_jid,
-        "pushName": rec.push_name,
-        "isGroup": rec.is_group,
-        "profilePicture": rec.profile_picture,
-        "about": rec.about,
-        "lastActivity": iso(rec.last_activity),
-        "createdAt": iso(rec.created_at),
-        "updatedAt": iso(rec.updated_at),
-    }
+def deleted(instance_id: str) -> SuccessMessage:
+    return SuccessMessage(success=True, message=f"Instance {instance_id} deleted successfully")
 
 
-def message_body(rec: MessageRec) -> dict[str, Any]:
-    return {
-        "id": rec.id,
-        "instanceId": rec.instance_id,
-        "remoteJid": rec.remote_jid,
-        "fromMe": rec.from_me,
-        "messageType": rec.message_type,
-        "content": rec.content,
-        "messageId": rec.message_id,
-        "hasMedia": rec.has_media,
-        "mediaUrl": rec.media_url,
-        "caption": rec.caption,
-        "mimeType": rec.mime_type,
-        "fileName": rec.file_name,
-        "status": rec.status,
-        "metadata": rec.metadata,
-        "createdAt": iso(rec.created_at),
-        "updatedAt": iso(rec.updated_at),
-        "statusUpdatedAt": iso(rec.status_updated_at),
-    }
+def reconnected(instance_id: str) -> SuccessMessage:
+    return SuccessMessage(success=True, message=f"Instance {instance_id} reconnected")
 
 
-def activity_body(rec: ActivityRec) -> dict[str, Any]:
-    return {
-        "id": rec.id,
-        "instanceId": rec.instance_id,
-        "action": rec.action,
-        "details": rec.details,
-        "createdAt": iso(rec.created_at),
-    }
+def logged_out(instance_id: str) -> SuccessMessage:
+    return SuccessMessage(success=True, message=f"Instance {instance_id} logged out")
 
 
-def event_body(rec: EventRec) -> dict[str, Any]:
+def qr_code(rec: InstanceRec) -> QrCode:
+    """200 of ``GET .../qr``: the instance's current code and when it expires."""
+    assert rec.qr_code is not None
+    return QrCode(qr_code=rec.qr_code, expires_at=rec.qr_expires_at)
+
+
+def qr_pending(status: QrStatus, message: str | None = None) -> QrGenerating:
+    """202 of ``GET .../qr``: no code now (``message`` defaults to :data:`QR_MESSAGES`)."""
+    return QrGenerating(message=message or QR_MESSAGES[status], status=status)
+
+
+def pairing_code(code: str) -> PairingCode:
+    return PairingCode(pairing_code=code)
+
+
+def activity_body(rec: ActivityRec) -> ActivityLog:
+    return ActivityLog.model_validate(rec, from_attributes=True)
+
+
+def activity_page(recs: Iterable[ActivityRec], total: int, limit: int, skip: int) -> ActivityPage:
+    return ActivityPage(logs=[activity_body(r) for r in recs], pagination=pagination(total, limit, skip))
+
+
+def event_body(rec: EventRec) -> InstanceEvent:
     """One event of the feed. A message event's data carries ``from`` (received: the sender) or
     ``to`` (sent: the recipient) as the webhook payloads do; rows stored before those fields
     existed get them from ``remoteJid``, except a group message's sender, which is not known."""
@@ -205,8 +210,116 @@ def event_body(rec: EventRec) -> dict[str, Any]:
         key = "from" if rec.type == "message_received" else "to"
         if key not in data and (key == "to" or not chat.endswith("@g.us")):
             data = {**data, key: chat}
-    return {"type": rec.type, "timestamp": iso(rec.occurred_at), "data": data}
+    return InstanceEvent(type=rec.type, timestamp=rec.occurred_at, data=data)
 
 
-def pagination(total: int, limit: int, skip: int) -> dict[str, Any]:
-    return {"total": total, "limit": limit, "skip": skip, "hasMore": skip + limit < total}
+def events_page(recs: Sequence[EventRec], latest: datetime | None, more: bool) -> EventsPage:
+    """The feed's page: ``recs`` newest first, ``latest`` the time to pass back as ``since``."""
+    return EventsPage(
+        events=[event_body(r) for r in recs], latest_timestamp=latest, count=len(recs), has_more=more
+    )
+
+
+def pagination(total: int, limit: int, skip: int) -> Pagination:
+    return Pagination.of(total, limit, skip)
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+
+def message_id(whatsapp_id: str) -> MessageId:
+    """The answer of a send: the WhatsApp message id."""
+    return MessageId(id=whatsapp_id)
+
+
+def message_body(rec: MessageRec) -> ChatMessage:
+    return ChatMessage.model_validate(rec, from_attributes=True)
+
+
+def messages_page(recs: Iterable[MessageRec], total: int, limit: int, skip: int) -> ChatMessagesPage:
+    return ChatMessagesPage(
+        messages=[message_body(r) for r in recs], pagination=pagination(total, limit, skip)
+    )
+
+
+# --- contacts ------------------------------------------------------------------------------------
+
+
+def contact_body(rec: ContactRec) -> DbContact:
+    return DbContact.model_validate(rec, from_attributes=True)
+
+
+def contacts_page(recs: Iterable[ContactRec], total: int, limit: int, skip: int) -> DbContactsPage:
+    return DbContactsPage(contacts=[contact_body(r) for r in recs], pagination=pagination(total, limit, skip))
+
+
+def whatsapp_contacts(contacts: Iterable[WaContact]) -> WhatsappContacts:
+    """The live session's contacts and groups."""
+    return WhatsappContacts(
+        contacts=[
+            WhatsappContact(
+                id=c.jid, name=c.name or c.push_name, number=c.jid.split("@", 1)[0], is_group=c.is_group
+            )
+            for c in contacts
+        ]
+    )
+
+
+def contact_added(jid: str, number: str, name: str | None) -> AddContactResult:
+    return AddContactResult(
+        success=True,
+        message="Contact successfully added",
+        contact=AddedContact(id=jid, number=number, name=name),
+    )
+
+
+def imported(count: int) -> ImportResult:
+    return ImportResult(success=True, message=f"Successfully imported {count} contacts", imported_count=count)
+
+
+# --- administration ------------------------------------------------------------------------------
+
+
+def cluster(
+    shard_count: int, members: Iterable[Member], leases: Iterable[Lease], *, now: float, lease_ttl_s: float
+) -> ClusterWorkers:
+    """The cluster at ``now`` (Unix seconds): each member with the shards whose unexpired lease
+    it holds (``alive``: heartbeat within ``lease_ttl_s``), the shards nobody holds, each shard's
+    lease epoch."""
+    ordered = sorted(leases, key=lambda item: item.shard)
+    owned: dict[str, list[int]] = {}
+    unowned: list[int] = []
+    for lease in ordered:
+        if lease.owner is not None and lease.expires_at >= now:
+            owned.setdefault(lease.owner, []).append(lease.shard)
+        else:
+            unowned.append(lease.shard)
+    workers = [
+        ClusterWorker(
+            id=m.id,
+            host=m.host,
+            port=m.port,
+            alive=m.heartbeat_at >= now - lease_ttl_s,
+            shards=owned.get(m.id, []),
+            sessions=m.sessions,
+            started_at=from_unix(m.started_at),
+            heartbeat_at=from_unix(m.heartbeat_at),
+        )
+        for m in members
+    ]
+    return ClusterWorkers(
+        shard_count=shard_count,
+        workers=workers,
+        unowned_shards=unowned,
+        epochs={str(lease.shard): lease.epoch for lease in ordered},
+    )
+
+
+def store_status(provider: str, store_url: str) -> StoreStatus:
+    """The ``store.status`` answer: the provider and the store URL without credentials."""
+    if "://" in store_url and not store_url.startswith("mongodb"):
+        url = redact_url(store_url)
+    else:
+        scheme, sep, rest = store_url.partition("://")
+        url = f"{scheme}://{rest.rpartition('@')[2]}" if sep else store_url
+    return StoreStatus(provider=provider, url=url)

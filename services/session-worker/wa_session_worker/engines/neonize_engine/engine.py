@@ -526,7 +526,7 @@ class NeonizeEngine(Engine):
             ENGINE_ERRORS.labels(ENGINE, "callback").inc()
             # No exception message: a store error quotes the value it refused (message text,
             # device keys).
-            log.error("engine event callback failed", event=type(event).__name__, **exception_fields(exc))
+            log.error("engine event callback failed", kind=type(event).__name__, **exception_fields(exc))
 
 
 def _digits(phone: str) -> str:

@@ -345,12 +345,7 @@ class SimulatorEngine(Engine):
         session = self._sessions.get(instance_id)
         if session is None or session.status != SessionStatus.QR:
             raise EngineError(f"instance {instance_id} is not waiting to be linked", status=409)
-        try:
-            digits = normalise_phone(phone)
-        except ValueError as exc:
-            raise EngineError(str(exc), status=400) from exc
-        if not is_on_whatsapp(digits):
-            raise EngineError(f"{digits} is not on WhatsApp", status=400)
+        digits = _on_whatsapp(phone, normalise_phone)
         if session.pairing_code:
             await self._unbind(session, f"code.{code_token(session.pairing_code)}")
         code = make_pairing_code()
@@ -462,12 +457,7 @@ class SimulatorEngine(Engine):
         session = self._live(instance_id)
         if to_jid.endswith("@" + GROUP_SERVER):
             raise EngineError("the simulator has no groups", status=400)
-        try:
-            recipient = phone_jid(to_jid)
-        except ValueError as exc:
-            raise EngineError(str(exc), status=400) from exc
-        if not is_on_whatsapp(recipient):
-            raise EngineError(f"{recipient} is not on WhatsApp", status=400)
+        recipient = _on_whatsapp(to_jid, phone_jid)
         assert session.jid is not None
         message = SimMessage(
             id=new_message_id(),
@@ -559,7 +549,7 @@ class SimulatorEngine(Engine):
             ENGINE_ERRORS.labels(ENGINE, "callback").inc()
             # No exception message: a store error quotes the value it refused (message text,
             # device keys).
-            log.error("engine event callback failed", event=type(event).__name__, **exception_fields(exc))
+            log.error("engine event callback failed", kind=type(event).__name__, **exception_fields(exc))
 
     async def _publish(self, key: str, body: bytes, *, mandatory: bool) -> None:
         await self.bus.publish(EXCHANGE_SIM, key, body, persistent=False, mandatory=mandatory)
@@ -785,6 +775,18 @@ class SimulatorEngine(Engine):
                 except Exception as exc:
                     log.warning("presence announce failed", instance_id=session.instance_id, error=str(exc))
                 await self._emit(Connected(session.instance_id, session.jid, session.push_name))
+
+
+def _on_whatsapp(value: str, parse: Callable[[str], str]) -> str:
+    """``parse(value)`` (a number or a JID); :class:`EngineError` 400 when it is neither or is not
+    on WhatsApp."""
+    try:
+        parsed = parse(value)
+    except ValueError as exc:
+        raise EngineError(str(exc), status=400) from exc
+    if not is_on_whatsapp(parsed):
+        raise EngineError(f"{parsed} is not on WhatsApp", status=400)
+    return parsed
 
 
 def _device_record(session: _Session) -> DeviceRecord:

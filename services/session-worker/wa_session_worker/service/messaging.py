@@ -1,0 +1,170 @@
+"""Sending text and media; a send runs once per idempotency key.
+
+A send is four steps, each one call of :class:`Messaging`:
+
+1. :meth:`~Messaging.claim` (one store write): ``idempotency_begin`` marks the key pending. A
+   command seen before answers the first run's reply (outcome ``duplicate``), or 409 when that
+   run was interrupted after it may have sent (the outcome is unknown: it is not sent again).
+2. :meth:`~Messaging.prepare` (no store write): the recipient parsed, the session awaited, the
+   media decoded or downloaded: an :class:`Outgoing`.
+3. :meth:`~Messaging.transmit`: the engine sends it.
+4. :meth:`~Messaging.record` (the store writes after the send, in one call): the message row
+   with its ``message_sent`` event (feed and outbox entries, through
+   :meth:`~wa_session_worker.service.recorder.Recorder.store_message`) and the key's reply. It
+   returns the event, which is published only after that (the outbox relay publishes it if this
+   worker dies first).
+
+A failure of ``prepare``, or the engine's own :class:`EngineError` (nothing was sent), forgets
+the key (:meth:`~Messaging.release`), so a retry may run; any other failure after the engine was
+called leaves it pending.
+
+Group commit (DESIGN.md, "The bus": a shard's owner commits the commands that arrived together in
+one transaction) changes none of the steps, only what runs them: for a window of sends of one
+shard, ``claim`` each in one unit of work, ``prepare`` and ``transmit`` each (an instance's sends
+in order), then ``record`` each in one unit of work and commit once, then publish the returned
+events and answer each request (``Router.dispatch`` returns replies without sending them). That
+is why ``record`` takes everything it writes as arguments and its result is published by the
+caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wa_common.bus.router import RequestError
+from wa_common.clock import from_unix
+from wa_common.ids import new_id
+from wa_common.schemas import Command, Event, Reply
+from wa_common.schemas.messages import MessageId
+from wa_common.schemas.session import SendMedia, SendText
+from wa_common.schemas.status import MessageStatus
+from wa_session_worker import media as media_mod
+from wa_session_worker.engines.base import EngineError, OutgoingMedia, SendResult
+from wa_session_worker.metrics import COMMANDS
+from wa_session_worker.repository.records import InstanceRec, MessageRec
+from wa_session_worker.service import views
+from wa_session_worker.service.access import instance_for
+from wa_session_worker.service.sessions import SessionCommands
+
+INTERRUPTED = (
+    "an earlier attempt of this send was interrupted (worker failover); its outcome is "
+    "unknown, so it is not sent again: check the chat history before retrying with a new key"
+)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A send ready for the engine: the recipient, the message type (``text``, ``image``...),
+    the text or caption (``""`` without), and the media with the URL it came from."""
+
+    jid: str
+    kind: str
+    body: str
+    media: OutgoingMedia | None = None
+    media_url: str | None = None
+
+
+class Messaging(SessionCommands):
+    """Sends (module docstring: the four steps)."""
+
+    async def send(self, cmd: Command, body: SendText | SendMedia) -> MessageId | Reply:
+        """The four steps of the module docstring for one ``send_text`` or ``send_media``: the
+        message's id, or the first run's reply to a repeated command."""
+        rec = await instance_for(self.repo, cmd.caller, cmd.instance_id)
+        key = cmd.idempotency_key or f"request:{cmd.id}"
+        previous = await self.claim(rec, key, cmd.name)
+        if previous is not None:
+            return previous
+        try:
+            out = await self.prepare(rec, cmd, body)
+        except Exception:
+            await self.release(rec, key)
+            raise
+        try:
+            result = await self.transmit(rec, out)
+        except EngineError:
+            await self.release(rec, key)
+            raise
+        answer = views.message_id(result.message_id)
+        event = await self.record(rec, out, result, key, answer)
+        if event is not None:
+            await self.recorder.deliver(event)
+        return answer
+
+    async def claim(self, rec: InstanceRec, key: str, name: str) -> Reply | None:
+        """Mark ``key`` pending; the first run's reply when it is a repeat (409: interrupted)."""
+        previous = await self.repo.idempotency_begin(rec.id, key, name, at=self.clock())
+        if previous is None:
+            return None
+        COMMANDS.labels(name, "duplicate").inc()
+        if previous.state == "done" and previous.reply is not None:
+            return Reply.model_validate(previous.reply)
+        raise RequestError(409, INTERRUPTED)
+
+    async def release(self, rec: InstanceRec, key: str) -> None:
+        """Forget ``key``: nothing was sent, so a retry may run."""
+        await self.repo.idempotency_finish(rec.id, key, None)
+
+    async def prepare(self, rec: InstanceRec, cmd: Command, body: SendText | SendMedia) -> Outgoing:
+        """Everything a send needs before the engine is called (writes nothing)."""
+        jid = views.to_jid(body.phone)
+        if isinstance(body, SendText):
+            await self.sessions.await_connected(rec.id, cmd)
+            return Outgoing(jid, "text", body.message)
+        if (body.url is None) == (body.data_base64 is None):
+            raise RequestError(400, "exactly one of url and dataBase64 is required")
+        await self.sessions.await_connected(rec.id, cmd)
+        s = self.settings
+        if body.data_base64 is not None:
+            media = media_mod.decode_upload(body.data_base64, body.mimetype, body.filename, s.media_max_bytes)
+        else:
+            assert body.url is not None
+            media = await media_mod.download(
+                body.url,
+                max_bytes=s.media_max_bytes,
+                timeout_s=min(s.media_timeout_s, max(cmd.remaining_s() - 1.0, 1.0)),
+                allow_private=s.media_private_allowed,
+                mimetype=body.mimetype,
+                filename=body.filename,
+            )
+        out = OutgoingMedia(media.data, media.mimetype, media.filename, body.caption)
+        kind = media_mod.message_type_for(media.mimetype)
+        return Outgoing(jid, kind, body.caption or "", media=out, media_url=body.url)
+
+    async def transmit(self, rec: InstanceRec, out: Outgoing) -> SendResult:
+        if out.media is None:
+            return await self.engine.send_text(rec.id, out.jid, out.body)
+        return await self.engine.send_media(rec.id, out.jid, out.media)
+
+    async def record(
+        self, rec: InstanceRec, out: Outgoing, result: SendResult, key: str, answer: MessageId
+    ) -> Event | None:
+        """A sent message's store writes: the message with its ``message_sent`` event (``None``
+        when the engine already reported it), and the reply ``answer`` as ``key``'s (what
+        :meth:`claim` answers a repeat with)."""
+        now = self.clock()
+        media = out.media
+        msg = MessageRec(
+            id=new_id(),
+            instance_id=rec.id,
+            message_id=result.message_id,
+            remote_jid=out.jid,
+            from_me=True,
+            message_type=out.kind,
+            status=MessageStatus.SENT.value,
+            timestamp=from_unix(result.timestamp),
+            created_at=now,
+            updated_at=now,
+            content=out.body,
+            has_media=media is not None,
+            media_url=out.media_url,
+            caption=media.caption if media else None,
+            mime_type=media.mimetype if media else None,
+            file_name=media.filename if media else None,
+            media_size=len(media.data) if media else None,
+            metadata={"timestamp": result.timestamp},
+            status_updated_at=now,
+        )
+        event = await self.recorder.store_message(msg, rec.user_id, timestamp=result.timestamp)
+        await self.repo.idempotency_finish(rec.id, key, Reply.success(answer).model_dump(mode="json"))
+        return event
