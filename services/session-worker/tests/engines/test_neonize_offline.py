@@ -31,7 +31,8 @@ from wa_session_worker.engines.base import (
     QrCode,
     SessionStatus,
 )
-from wa_session_worker.engines.neonize_engine.engine import NeonizeEngine, _Session
+from wa_session_worker.engines.neonize_engine.engine import NeonizeEngine
+from wa_session_worker.engines.neonize_engine.session import NeonizeSession
 from wa_session_worker.engines.settings import EngineSettings
 
 SCRIPT = textwrap.dedent(
@@ -104,20 +105,22 @@ async def test_engine_event_handling_with_real_protobufs(tmp_path: Path) -> None
     recorder = _Recorder()
     settings = EngineSettings(WA_PROFILE="dev", WA_ENGINE="neonize", neonize_sqlite_dir=str(tmp_path))
     engine = NeonizeEngine(settings, recorder)
-    session = _Session("inst", None)
+    session = NeonizeSession("inst", None)
     engine._sessions["inst"] = session
 
-    await engine._handle(session, ("qr", "2@ref,noise,identity,adv"))
-    await engine._handle(session, ("qr", "2@ref2,noise,identity,adv"))
+    await engine._events.handle(session, ("qr", "2@ref,noise,identity,adv"))
+    await engine._events.handle(session, ("qr", "2@ref2,noise,identity,adv"))
     assert engine.status("inst") == SessionStatus.QR
     device = build_jid("15550001111")
     device.Device = 3
-    await engine._handle(session, PairStatusEv(ID=device, Platform="android", Status=PairStatusEv.SUCCESS))
-    await engine._handle(session, ConnectedEv(status=True))
+    await engine._events.handle(
+        session, PairStatusEv(ID=device, Platform="android", Status=PairStatusEv.SUCCESS)
+    )
+    await engine._events.handle(session, ConnectedEv(status=True))
     assert engine.status("inst") == SessionStatus.CONNECTED
-    await engine._handle(session, DisconnectedEv(status=True))
+    await engine._events.handle(session, DisconnectedEv(status=True))
     assert engine.status("inst") == SessionStatus.CONNECTING
-    await engine._handle(session, ConnectedEv(status=True))
+    await engine._events.handle(session, ConnectedEv(status=True))
     kinds = [type(e) for e in recorder.events]
     assert kinds == [QrCode, QrCode, Paired, Connected, Disconnected, Connected]
     qr1, qr2 = recorder.events[0], recorder.events[1]
@@ -126,13 +129,13 @@ async def test_engine_event_handling_with_real_protobufs(tmp_path: Path) -> None
     assert recorder.events[3] == Connected("inst", "15550001111@s.whatsapp.net")
     assert recorder.events[4] == Disconnected("inst", "connection_lost", True)
 
-    await engine._handle(session, StreamReplacedEv())
+    await engine._events.handle(session, StreamReplacedEv())
     assert recorder.events[-1] == Disconnected("inst", "stream_replaced", False)
     assert engine.status("inst") == SessionStatus.DISCONNECTED and "inst" not in engine._sessions
 
-    other = _Session("inst2", None)
+    other = NeonizeSession("inst2", None)
     engine._sessions["inst2"] = other
-    await engine._handle(other, LoggedOutEv(OnConnect=False))
+    await engine._events.handle(other, LoggedOutEv(OnConnect=False))
     assert recorder.events[-1] == LoggedOut("inst2", "logged_out")
     assert "inst2" not in engine._sessions
     await engine.close()
@@ -144,17 +147,17 @@ def test_recipients_reach_whatsapp_only_as_ascii_digit_jids() -> None:
     import pytest
 
     from wa_session_worker.engines.base import EngineError
-    from wa_session_worker.engines.neonize_engine.engine import _digits, _to_jid
+    from wa_session_worker.engines.neonize_engine.addresses import phone_digits, recipient_jid
 
-    assert _digits("15550001111@s.whatsapp.net") == "15550001111"
-    assert _digits("15550001111:3@s.whatsapp.net") == "15550001111"  # a linked device's suffix
-    assert _to_jid("120363025246125486@g.us").Server == "g.us"
-    assert _to_jid("15550001111").User == "15550001111"
+    assert phone_digits("15550001111@s.whatsapp.net") == "15550001111"
+    assert phone_digits("15550001111:3@s.whatsapp.net") == "15550001111"  # a linked device's suffix
+    assert recipient_jid("120363025246125486@g.us").Server == "g.us"
+    assert recipient_jid("15550001111").User == "15550001111"
     for bad in (
         "\u0661\u0665\u0665\u0665\u0660\u0660\u0660\u0661",
         "\uff11\uff15\uff15\uff15\uff10\uff10\uff10",
         "1555\n0001111",
     ):
         with pytest.raises(EngineError) as refused:
-            _to_jid(bad)
+            recipient_jid(bad)
         assert refused.value.status == 400

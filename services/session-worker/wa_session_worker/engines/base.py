@@ -13,11 +13,18 @@ for people and ``<id>@g.us`` for groups.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from wa_common.logs import exception_fields, get_logger
+from wa_common.tasks import TaskSupervisor
+from wa_session_worker.engines.metrics import ENGINE_ERRORS
+
+log = get_logger(__name__)
 
 
 class SessionStatus(StrEnum):
@@ -215,3 +222,44 @@ class Engine(ABC):
     @abstractmethod
     async def pair_phone(self, instance_id: str, phone: str) -> str:
         """Request a pairing code (``XXXX-XXXX``) for linking by phone number instead of QR."""
+
+
+# --- Helpers shared by the engines ------------------------------------------------------------
+
+
+async def emit_event(
+    on_event: EventCallback, event: EngineEvent, *, engine: str, timeout_s: float | None = None
+) -> None:
+    """Hand ``event`` to the worker's callback (bounded by ``timeout_s`` when given). A failure is
+    counted (``wa_engine_errors_total{operation="callback"}``) and logged, never raised."""
+    try:
+        if timeout_s is None:
+            await on_event(event)
+        else:
+            await asyncio.wait_for(on_event(event), timeout_s)
+    except Exception as exc:
+        ENGINE_ERRORS.labels(engine, "callback").inc()
+        # No exception message: a store error quotes the value it refused (message text,
+        # device keys).
+        log.error("engine event callback failed", kind=type(event).__name__, **exception_fields(exc))
+
+
+def spawn_session_task(
+    tasks: TaskSupervisor,
+    session_tasks: list[asyncio.Task[Any]],
+    coro: Coroutine[Any, Any, Any],
+    name: str,
+) -> None:
+    """Run ``coro`` under the engine's ``tasks``, listed in ``session_tasks`` while it runs (so
+    ending the session cancels it: :func:`cancel_session_tasks`)."""
+    task = tasks.spawn(coro, name=name)
+    session_tasks.append(task)
+    task.add_done_callback(lambda t: session_tasks.remove(t) if t in session_tasks else None)
+
+
+def cancel_session_tasks(session_tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel a session's tasks, except the calling one (which is ending the session)."""
+    current = asyncio.current_task()
+    for task in list(session_tasks):
+        if task is not current:
+            task.cancel()

@@ -1,5 +1,6 @@
 """The simulator engine (``WA_ENGINE=simulator``): a simulated WhatsApp network over ``wa.sim``."""
 
-from wa_session_worker.engines.simulator.engine import SimTimings, SimulatorEngine
+from wa_session_worker.engines.simulator.engine import SimulatorEngine
+from wa_session_worker.engines.simulator.session import SimTimings
 
 __all__ = ["SimTimings", "SimulatorEngine"]
