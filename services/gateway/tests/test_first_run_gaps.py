@@ -4,7 +4,6 @@ start-up logging while auth is not up yet, and the documented QR / connection-st
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import MutableMapping
 from datetime import timedelta
@@ -24,7 +23,7 @@ from wa_gateway.errors import ApiError
 from wa_gateway.limits import MAX_API_CALLS, MAX_INSTANCES, MAX_MESSAGES_SENT, LimitBook
 from wa_gateway.main import build_app
 from wa_gateway.ratelimit import RateLimiter
-from wa_gateway.service import qr_response
+from wa_gateway.service import render_qr
 from wa_gateway.settings import GatewaySettings
 
 JSON = {"content-type": "application/json"}
@@ -246,16 +245,13 @@ def test_access_log_can_be_turned_off() -> None:
 
 
 def test_qr_image_carries_the_codes_expiry_and_an_etag_per_code() -> None:
-    data = {"qrCode": "2@abc,def,ghi,jkl", "expiresAt": "2030-01-01T00:00:20.000Z"}
-    first = qr_response(200, data, "png")
+    first = render_qr("2@abc,def,ghi,jkl", "png", "2030-01-01T00:00:20.000Z")
     assert first.media_type == "image/png"
     assert first.headers["x-qr-expires-at"] == "2030-01-01T00:00:20.000Z"
-    assert first.headers["etag"] == qr_response(200, dict(data), "svg").headers["etag"]
-    other = qr_response(200, {"qrCode": "2@other,def,ghi,jkl"}, "png")
+    assert first.headers["etag"] == render_qr("2@abc,def,ghi,jkl", "svg").headers["etag"]
+    other = render_qr("2@other,def,ghi,jkl", "png")
     assert other.headers["etag"] != first.headers["etag"]
     assert "x-qr-expires-at" not in other.headers  # unknown: not invented
-    plain = qr_response(200, data, None)
-    assert plain.media_type == "application/json" and json.loads(bytes(plain.body)) == data
 
 
 def test_openapi_documents_qr_expiry_logged_out_and_the_linked_account() -> None:

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse
 
 from wa_common.bus import PublishError, RequestTimeout
 from wa_common.logs import get_correlation_id, get_logger
-from wa_common.schemas.wire import ErrorBody
+from wa_common.schemas.wire import ErrorBody, field_errors, field_path
 
 log = get_logger(__name__)
 
@@ -58,23 +58,6 @@ def error_response(
     if details:
         body["details"] = details
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _field(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path", "header", "form", "cookie"):
-        parts = parts[1:] or parts
-    return ".".join(parts) or "request"
-
-
-def validation_details(errors: list[Any]) -> list[dict[str, Any]]:
-    """``[{"field": "phone", "message": "Field required"}, ...]`` from pydantic/FastAPI errors."""
-    details = []
-    for err in errors:
-        loc = err.get("loc", ()) if isinstance(err, dict) else ()
-        msg = err.get("msg", "invalid value") if isinstance(err, dict) else str(err)
-        details.append({"field": _field(loc), "message": str(msg)})
-    return details
 
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
@@ -133,7 +116,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     broken = next((e for e in errors if isinstance(e, dict) and e.get("type") == "json_invalid"), None)
     if broken is not None:
         return error_response(400, invalid_json_message(broken, getattr(exc, "body", None)))
-    details = validation_details(errors)
+    details = field_errors(errors, root="request")
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
     return error_response(400, f"Invalid request: {summary}" if summary else "Invalid request", details)
 
@@ -143,7 +126,7 @@ async def _response_invalid(request: Request, exc: Exception) -> JSONResponse:
     and each offending field (place and error type: values may be personal data or secrets)."""
     assert isinstance(exc, ResponseValidationError)
     problems = [
-        {"field": _field(e.get("loc", ())), "type": e.get("type")}
+        {"field": field_path(e.get("loc", ()), root="request"), "type": e.get("type")}
         for e in exc.errors()
         if isinstance(e, dict)
     ]

@@ -9,12 +9,12 @@ import hashlib
 import io
 import mimetypes
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import segno
 from fastapi import UploadFile
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from wa_common import netguard
 from wa_common.bus import PublishError, RequestTimeout
@@ -109,15 +109,6 @@ def render_qr(code: str, fmt: str, expires_at: str | None = None) -> Response:
     if expires_at:
         headers[QR_EXPIRES_HEADER] = expires_at
     return Response(buf.getvalue(), media_type=QR_MEDIA_TYPES[fmt], headers=headers)
-
-
-def qr_response(status: int, data: Any, fmt: str | None) -> Response:
-    """200 ``{qrCode, expiresAt}`` (or the image with ``fmt``), 202 ``{message, status}``
-    (``generating`` or ``logged_out``)."""
-    if status == 200 and fmt and isinstance(data, dict) and isinstance(data.get("qrCode"), str):
-        expires = data.get("expiresAt")
-        return render_qr(data["qrCode"], fmt, expires if isinstance(expires, str) else None)
-    return JSONResponse(data, status_code=status)
 
 
 async def read_upload(file: UploadFile, max_bytes: int) -> tuple[bytes, str, str]:

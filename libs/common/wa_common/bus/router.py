@@ -52,6 +52,7 @@ from wa_common.bus.rpc import send_reply
 from wa_common.logs import exception_fields, get_logger
 from wa_common.metrics import REQUEST_SECONDS, REQUESTS_HANDLED
 from wa_common.schemas import Reply, Request
+from wa_common.schemas.wire import field_errors
 
 log = get_logger(__name__)
 
@@ -76,16 +77,9 @@ class RequestError(Exception):
         return Reply.failure(self.status, self.message, self.details)
 
 
-def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
-    """pydantic's errors as ``[{"field": "a.b", "message": ...}]`` (never the input values)."""
-    return [
-        {"field": ".".join(str(p) for p in e["loc"]) or "payload", "message": e["msg"]} for e in exc.errors()
-    ]
-
-
 def invalid(exc: ValidationError) -> Reply:
     """The 400 reply for a payload that failed validation."""
-    details = validation_details(exc)
+    details = field_errors(exc.errors())
     return Reply.failure(400, f"Invalid request: {details[0]['field']}: {details[0]['message']}", details)
 
 

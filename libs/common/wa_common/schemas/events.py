@@ -59,9 +59,6 @@ EVENT_NAME_ALIASES: dict[str, str] = {
 }
 
 
-_Data = ApiModel  # payload base: camelCase on the wire by the alias generator, no extra fields
-
-
 class MessageReceivedData(ApiModel):
     instance_id: str
     message_id: str

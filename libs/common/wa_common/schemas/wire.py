@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Self
 
@@ -71,6 +72,30 @@ class FieldError(ApiModel):
 
     field: str = Field(description="dotted path of the offending field, e.g. `phone` or `limit`")
     message: str
+
+
+# Where FastAPI says a request value came from: the first part of its error locations.
+REQUEST_PARTS = frozenset({"body", "query", "path", "header", "form", "cookie"})
+
+
+def field_path(loc: Iterable[Any], *, root: str = "payload") -> str:
+    """The dotted field of a pydantic/FastAPI error location (``("body", "a", 0)`` → ``a.0``):
+    a leading request part is dropped; ``root`` names the whole value (an empty location)."""
+    parts = [str(p) for p in loc]
+    if len(parts) > 1 and parts[0] in REQUEST_PARTS:
+        parts = parts[1:]
+    return ".".join(parts) or root
+
+
+def field_errors(errors: Iterable[Any], *, root: str = "payload") -> list[dict[str, str]]:
+    """pydantic's (or FastAPI's) errors as ``[{"field": "a.b", "message": ...}]``, the
+    ``details`` of a 400; never the input values."""
+    details = []
+    for err in errors:
+        loc = err.get("loc", ()) if isinstance(err, dict) else ()
+        message = err.get("msg", "invalid value") if isinstance(err, dict) else str(err)
+        details.append({"field": field_path(loc, root=root), "message": str(message)})
+    return details
 
 
 class ErrorBody(ApiModel):

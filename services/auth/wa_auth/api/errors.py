@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from wa_auth.errors import AuthError
 from wa_auth.schemas import printable
 from wa_common.logs import get_logger
+from wa_common.schemas.wire import field_path
 
 log = get_logger(__name__)
 
@@ -30,8 +31,7 @@ FIELD_NAME_MAX = 64
 
 
 def _field(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return printable(".".join(parts) or "body", FIELD_NAME_MAX)
+    return printable(field_path(loc, root="body"), FIELD_NAME_MAX)
 
 
 def install_error_handlers(app: FastAPI) -> None:

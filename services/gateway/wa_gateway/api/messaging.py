@@ -36,13 +36,14 @@ from wa_common.schemas.session import (
     SessionCommand,
     SessionQuery,
 )
+from wa_common.schemas.wire import iso_or_none
 from wa_gateway import schemas as s
 from wa_gateway.api.routing import CallerDep, Endpoint, IdempotencyKey, Skip, ask, forwards, relay
 from wa_gateway.backend import answer, ensure_ok, reply_as
 from wa_gateway.errors import ApiError, error_responses
 from wa_gateway.limits import MAX_MESSAGES_SENT
 from wa_gateway.phones import number_or_400, recipient_or_400
-from wa_gateway.service import MAX_PAGE, b64, qr_response, read_upload
+from wa_gateway.service import MAX_PAGE, b64, read_upload, render_qr
 from wa_gateway.state import check_instance_id, gateway
 
 COMMON = error_responses(400, 401, 404, 409, 429, 503)
@@ -142,7 +143,8 @@ async def qr(
     reply = ensure_ok(await ask(request, SessionQuery.QR, caller, instanceId))
     if format is None or reply.status != 200:
         return answer(reply, response)
-    return qr_response(reply.status, reply_as(QrCode, reply).dump(), format)
+    code = reply_as(QrCode, reply)
+    return render_qr(code.qr_code, format, iso_or_none(code.expires_at))
 
 
 @shared("POST", "/{instanceId}/pairing-code", PairingCode, "Pairing code by phone number")
