@@ -15,7 +15,6 @@ from typing import Protocol
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from aiormq.exceptions import ChannelNotFoundEntity
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from wa_common.bus import EXCHANGE_SIM, Bus
 from wa_common.ids import new_id
@@ -27,8 +26,6 @@ from wa_session_worker.engines.simulator.session import ENGINE
 
 log = get_logger(__name__)
 
-SETUP_TIMEOUT_S = 15.0  # longest wait for this node's channel and queue at start, per attempt
-SETUP_ATTEMPTS = 3
 REVOKED_QUEUE_PREFIX = "wa.sim.revoked."
 REVOKED_TTL_MS = 30 * 24 * 3600 * 1000  # how long the network remembers an unlinked device
 
@@ -76,28 +73,6 @@ class SimNetwork:
             self._bus = Bus(self._amqp_url, service="session-worker-sim")
             await self._bus.connect(declare=False, timeout_s=30.0)
         connection = self._bus.connection
-        # A channel whose opening the broker never answers (seen late in long test runs, where
-        # a worker then never became ready) is abandoned and the setup is tried on a new one.
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(SETUP_ATTEMPTS),
-            retry=retry_if_exception_type(TimeoutError),
-            before_sleep=lambda state: log.warning(
-                "simulator channel setup timed out; retrying on a new channel",
-                attempt=state.attempt_number,
-            ),
-            reraise=True,
-        ):
-            with attempt:
-                async with asyncio.timeout(SETUP_TIMEOUT_S):
-                    await self._open_node_queue(connection)
-        connection.close_callbacks.add(on_lost)
-        reconnect = getattr(connection, "reconnect_callbacks", None)
-        if reconnect is not None:
-            reconnect.add(on_reconnected)
-        assert self._queue is not None
-        return self._queue.name
-
-    async def _open_node_queue(self, connection: aio_pika.abc.AbstractRobustConnection) -> None:
         self._channel = await connection.channel()
         await self._channel.set_qos(prefetch_count=256)
         self._exchange = await self._channel.declare_exchange(
@@ -108,6 +83,11 @@ class SimNetwork:
         )
         await self._queue.bind(self._exchange, routing_key="rollcall")
         await self._queue.consume(self._on_delivery, no_ack=True)
+        connection.close_callbacks.add(on_lost)
+        reconnect = getattr(connection, "reconnect_callbacks", None)
+        if reconnect is not None:
+            reconnect.add(on_reconnected)
+        return self._queue.name
 
     async def close(self) -> None:
         """Leave the network: close this node's channel, and the connection if it is our own."""
