@@ -54,6 +54,9 @@ class Output:
         raise AssertionError(f"{text!r} did not appear within {timeout_s}s:\n{tail}")
 
 
+# Late in the full suite a worker's start has been seen to wait minutes on a broker channel after
+# "bus connected" (open problem, see the issue-14 closing note): the wait is bounded generously.
+@pytest.mark.timeout(480)
 def test_make_run_prints_the_banner_once_every_service_answers_ready(
     vhost_factory: VhostFactory, tmp_path: Path
 ) -> None:
@@ -83,7 +86,7 @@ def test_make_run_prints_the_banner_once_every_service_answers_ready(
     )
     output = Output(proc)
     try:
-        index = output.wait_for(" Ready in ", timeout_s=150)
+        index = output.wait_for(" Ready in ", timeout_s=360)
         # The banner is out: every service must answer ready now (it used to print first).
         with httpx.Client(timeout=5) as client:
             for name, port in ports.items():
