@@ -88,3 +88,9 @@ def queue_label(queue: str) -> str:
 def metrics_response() -> Response:
     """The text exposition of the default registry as a Starlette response."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+BATCH_SIZE = Histogram(
+    "wa_batch_size",
+    "Items flushed together by a group commit (wa_common.batching.GroupCommit), by batcher name.",
+    ["batcher"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
