@@ -81,9 +81,8 @@ async def test_a_users_stats_never_show_another_users_instance(stats: Running) -
     today = datetime.now(UTC).date()
     usage = s.service.repo.usage
     async with s.service.repo.write() as conn:
-        await usage.add_usage(conn, alice, a, today, {"api_calls": 2})
-        await usage.add_usage(conn, bob, a, today, {"api_calls": 6})
-        await usage.add_user_daily(conn, bob, today, api_calls=6)
+        await usage.add_usage(conn, {(alice, a, today): {"api_calls": 2}, (bob, a, today): {"api_calls": 6}})
+        await usage.add_user_daily(conn, {(bob, today): (0, 6)})
 
     theirs = await _user_stats(s, bob)
     assert theirs["instances"] == [] and theirs["total"]["apiCalls"] == 6
@@ -96,8 +95,9 @@ async def test_a_users_stats_never_show_another_users_instance(stats: Running) -
     # An instance stats has never heard of: a user sees only the calls they made about it.
     unknown = new_id()
     async with s.service.repo.write() as conn:
-        await usage.add_usage(conn, alice, unknown, today, {"api_calls": 1})
-        await usage.add_usage(conn, bob, unknown, today, {"api_calls": 9})
+        await usage.add_usage(
+            conn, {(alice, unknown, today): {"api_calls": 1}, (bob, unknown, today): {"api_calls": 9}}
+        )
     bob_view = await s.ask(STATS_INSTANCE, Caller(user_id=bob), instance_id=unknown, period="all")
     assert bob_view.data["usage"]["apiCalls"] == 9
     admin_view = await s.ask(STATS_INSTANCE, ADMIN, instance_id=unknown, period="all")

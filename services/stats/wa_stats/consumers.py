@@ -21,7 +21,7 @@ from wa_common.ids import is_id
 from wa_common.logs import exception_fields, get_logger
 from wa_common.schemas import Caller, Event, Query, Reply, Request, stats
 from wa_common.schemas.session import SessionQuery
-from wa_stats.counting import Counting, MalformedEvent
+from wa_stats.counting import MAX_WINDOW, Counting, MalformedEvent
 from wa_stats.queries import StatsQueries
 
 log = get_logger(__name__)
@@ -112,27 +112,36 @@ def stats_router(queries: StatsQueries, *, database_url: str | None = None) -> R
 
 
 class StatsConsumers:
-    """Starts and stops the two consumers of one stats process."""
+    """Starts and stops the two consumers of one stats process.
 
-    def __init__(self, bus: Bus, counting: Counting, router: Router) -> None:
+    ``event_prefetch`` is how many events the event consumer holds at once: each is a handler
+    waiting for its window (:meth:`Counting.submit`), so it bounds how large a window grows.
+    """
+
+    def __init__(
+        self, bus: Bus, counting: Counting, router: Router, *, event_prefetch: int = MAX_WINDOW
+    ) -> None:
         self.bus = bus
         self.counting = counting
         self.router = router
+        self.event_prefetch = event_prefetch
         self._consumers: list[Consumer] = []
 
     async def on_event(self, delivery: Delivery) -> None:
-        """Count one event. Malformed → dead-lettered at once; store errors → redelivered."""
+        """Count one event in the next window. Malformed → dead-lettered at once (alone); a store
+        error fails its whole window → every delivery of it is redelivered."""
         try:
             event = Event.from_bytes(delivery.body)
         except ValidationError as exc:
             raise Reject(f"malformed event: {exc.error_count()} validation errors") from exc
         try:
-            await self.counting.handle_event(event)
+            await self.counting.submit(event)
         except MalformedEvent as exc:
             raise Reject(str(exc)) from exc
 
     async def start(self) -> None:
-        self._consumers.append(await self.bus.consume(SERVICE_QUEUES["stats"], self.on_event))
+        events = await self.bus.consume(SERVICE_QUEUES["stats"], self.on_event, prefetch=self.event_prefetch)
+        self._consumers.append(events)
         self._consumers.append(await self.bus.consume(STATS_QUERY_QUEUE, self.router.consumer(self.bus)))
 
     async def stop(self, timeout_s: float) -> None:

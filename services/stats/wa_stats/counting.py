@@ -1,54 +1,38 @@
-"""Counting events: one handler per event type, each taking the event's typed data.
+"""Counting events in windows: many deliveries, one transaction.
 
-Sources:
-- ``message_sent`` / ``message_received`` (session workers): ``messagesSent`` /
-  ``messagesReceived``, ``mediaSent`` / ``mediaReceived`` when ``data.hasMedia`` is true,
-  ``totalMediaSize`` += the event's ``meta.mediaSize`` (bytes);
-- ``usage.api_calls`` (gateways): ``apiCalls`` per user, instance (or none) and the batch's
-  ``day``, each item checked on its own (:mod:`wa_stats.usage_batch`);
-- ``webhook.delivered`` (dispatcher): ``webhookSent``;
-- ``instance.created/updated/deleted``, ``connected`` / ``disconnected``: owners, names, whether
-  an instance exists and is connected; ``user.created/updated/deleted`` (auth): users and
-  ``active``.
+The consumer hands each event to :meth:`Counting.submit`; a group commit
+(:class:`wa_common.batching.GroupCommit`) gathers what arrives together into a window, and
+:meth:`Counting.count` processes a window in one transaction:
 
-Every counted event is processed in one transaction that also records its id, so a redelivered
-event changes nothing. Counters go to the UTC day of the event's ``occurred_at``. An event of a
-counted type whose data is not its model (:mod:`wa_common.schemas.events`) is
-:class:`MalformedEvent`: its consumer dead-letters it at once.
+1. each event is read (:mod:`wa_stats.handlers`): an event of a type stats does not count is
+   ``ignored``; one whose data is unusable gets :class:`MalformedEvent` (its delivery alone is
+   dead-lettered); the later copies of an id already in the window are ``duplicate``;
+2. the ids of the others are recorded in one statement; those recorded before are ``duplicate``;
+3. the instances the new events need are read in one query; the new events are applied in event
+   order (replicas written as they come, counters summed in memory);
+4. each counter row is written once (one statement per table), then the daily limits are checked
+   against the new totals (:meth:`wa_stats.limits.LimitKeeper.check_daily`);
+5. commit; the limit events the window announced are published; metrics.
+
+A store error fails the whole window (every delivery returns to the queue; the recorded ids make
+the retry count each event once).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import date
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any
 
-from pydantic import ValidationError
-
+from wa_common.batching import GroupCommit
 from wa_common.clock import Clock
 from wa_common.logs import get_logger
-from wa_common.schemas import Event, EventType
-from wa_common.schemas.events import (
-    ApiUsageBatch,
-    ConnectedData,
-    DisconnectedData,
-    InstanceDeletedData,
-    InstanceSnapshot,
-    MessageReceivedData,
-    MessageSentData,
-    UserEventData,
-    WebhookDeliveredData,
-)
-from wa_common.schemas.status import LimitName
-from wa_common.schemas.text import storable
-from wa_common.schemas.wire import ApiModel, iso_ms
-from wa_stats.limits import LimitKeeper, Unit
+from wa_common.schemas import Event
+from wa_stats.handlers import EventHandlers, Handler, MalformedEvent
+from wa_stats.limits import LimitKeeper
 from wa_stats.metrics import DUPLICATES_SKIPPED, EVENT_LAG, EVENTS_PROCESSED, type_label
-from wa_stats.periods import utc_day
 from wa_stats.repository import StatsRepository
-from wa_stats.usage_batch import attributed, screened
+from wa_stats.window import Window
+
+__all__ = ["COUNTED", "DUPLICATE", "IGNORED", "Counting", "MalformedEvent"]
 
 log = get_logger(__name__)
 
@@ -56,203 +40,97 @@ COUNTED = "counted"
 DUPLICATE = "duplicate"
 IGNORED = "ignored"
 
-# Longest instance name kept (the store's column); longer names are cut.
-MAX_NAME_LENGTH = 255
+# Most events one window holds (the stats consumer's default prefetch: every delivery in flight).
+MAX_WINDOW = 256
 
-D = TypeVar("D", bound=ApiModel)
-
-
-class MalformedEvent(ValueError):
-    """An event that can never be counted (its consumer dead-letters it at once)."""
-
-
-@dataclass(frozen=True)
-class Handler(Generic[D]):
-    """How one event type is counted: its data model (or ``decode``, which reads ``Event.data``
-    into it), and ``apply``, which counts it inside the event's :class:`Unit`."""
-
-    model: type[D]
-    apply: Callable[[Unit, Event, D], Awaitable[None]]
-    decode: Callable[[Event], D] | None = None
-
-    async def __call__(self, unit: Unit, event: Event) -> None:
-        if self.decode is not None:
-            data = self.decode(event)
-        else:
-            try:
-                data = self.model.model_validate(event.data)
-            except ValidationError as exc:
-                raise MalformedEvent(f"{event.type} data: {exc.error_count()} validation errors") from None
-        await self.apply(unit, event, data)
-
-
-def _non_negative_int(value: Any) -> int:
-    if isinstance(value, bool):
-        return 0
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return 0
-    return max(number, 0)
+Outcome = str | MalformedEvent
 
 
 class Counting:
-    """Counts events into the store; limits crossed on the way are left to ``limits``."""
+    """Counts events into the store; limits crossed on the way are left to ``limits``.
 
-    def __init__(self, repo: StatsRepository, limits: LimitKeeper, now: Clock) -> None:
+    ``max_window`` caps the events of one window (the rest wait for the next).
+    """
+
+    def __init__(
+        self, repo: StatsRepository, limits: LimitKeeper, now: Clock, *, max_window: int = MAX_WINDOW
+    ) -> None:
         self.repo = repo
         self.limits = limits
         self.now = now
-        self.handlers: dict[str, Handler[Any]] = {
-            EventType.MESSAGE_SENT: Handler(MessageSentData, self._message_sent),
-            EventType.MESSAGE_RECEIVED: Handler(MessageReceivedData, self._message_received),
-            EventType.API_USAGE: Handler(ApiUsageBatch, self._api_usage, decode=screened),
-            EventType.WEBHOOK_DELIVERED: Handler(WebhookDeliveredData, self._webhook_delivered),
-            EventType.INSTANCE_CREATED: Handler(InstanceSnapshot, self._instance_created),
-            EventType.INSTANCE_UPDATED: Handler(InstanceSnapshot, self._instance_updated),
-            EventType.INSTANCE_DELETED: Handler(InstanceDeletedData, self._instance_deleted),
-            EventType.CONNECTED: Handler(ConnectedData, self._connected),
-            EventType.DISCONNECTED: Handler(DisconnectedData, self._disconnected),
-            EventType.USER_CREATED: Handler(UserEventData, self._user_changed),
-            EventType.USER_UPDATED: Handler(UserEventData, self._user_changed),
-            EventType.USER_DELETED: Handler(UserEventData, self._user_deleted),
-        }
+        self.handlers = EventHandlers(repo, limits).by_type
+        self._windows: GroupCommit[Event, str] = GroupCommit(
+            self.count, name="stats_events", max_items=max_window
+        )
+
+    async def submit(self, event: Event) -> str:
+        """Count ``event`` in the next window; returns ``counted``, ``duplicate`` or ``ignored``.
+
+        Raises :class:`MalformedEvent` for this event alone; a store error (raised to every event
+        of the window) means the event was not counted.
+        """
+        return await self._windows.submit(event)
 
     async def handle_event(self, event: Event) -> str:
-        """Count ``event`` once; returns ``counted``, ``duplicate`` or ``ignored`` (other types).
-
-        Raises :class:`MalformedEvent` for an event of a counted type whose data is unusable.
-        Database errors propagate (the consumer returns the message to the queue).
-        """
-        label = type_label(event.type)
-        now = self.now()
-        EVENT_LAG.observe(max((now - event.occurred_at).total_seconds(), 0.0))
-        handler = self.handlers.get(event.type)
-        outcome = IGNORED
-        if handler is not None:
-            async with self.limits.unit(now) as unit:
-                if await self.repo.usage.mark_processed(unit.conn, event.id, now):
-                    await handler(unit, event)
-                    outcome = COUNTED
-                else:
-                    outcome = DUPLICATE
-        EVENTS_PROCESSED.labels(label).inc()
-        if outcome == DUPLICATE:
-            DUPLICATES_SKIPPED.labels(label).inc()
-            log.info("duplicate event skipped", event_id=event.id, type=event.type)
+        """Count ``event`` alone, in a window of its own (as :meth:`submit`)."""
+        (outcome,) = await self.count([event])
+        if isinstance(outcome, MalformedEvent):
+            raise outcome
         return outcome
 
-    async def _owner(self, unit: Unit, event: Event, instance_id: str) -> str:
-        """The user an event counts for: the event's, else the instance's known owner, else none."""
-        if event.user_id:
-            return event.user_id
-        if instance_id:
-            info = await self.repo.replicas.instance(unit.conn, instance_id)
-            if info is not None:
-                return info.user_id
-        return ""
+    async def count(self, events: list[Event]) -> list[Outcome]:
+        """Count a window of ``events`` in one transaction (steps: module docstring); returns one
+        outcome per event, in order: ``counted``, ``duplicate``, ``ignored`` or the event's
+        :class:`MalformedEvent`. Store errors propagate (nothing of the window is kept)."""
+        now = self.now()
+        outcomes: list[Outcome] = [IGNORED] * len(events)
+        todo: list[tuple[int, Handler[Any], Any]] = []
+        seen: set[str] = set()
+        for i, event in enumerate(events):
+            EVENT_LAG.observe(max((now - event.occurred_at).total_seconds(), 0.0))
+            handler = self.handlers.get(event.type)
+            if handler is None:
+                continue
+            try:
+                data = handler.read(event)
+            except MalformedEvent as exc:
+                outcomes[i] = exc
+                continue
+            if event.id in seen:
+                outcomes[i] = DUPLICATE
+                continue
+            seen.add(event.id)
+            todo.append((i, handler, data))
+        if todo:
+            async with self.limits.unit(now) as unit:
+                window = Window(unit, self.repo.replicas)
+                new = await self.repo.usage.record_processed(unit.conn, seen, now)
+                fresh = [(i, h, d) for i, h, d in todo if events[i].id in new]
+                await window.instances(name for i, h, d in fresh for name in h.lookups(events[i], d))
+                for i, _, _ in todo:
+                    outcomes[i] = DUPLICATE
+                for i, handler, data in fresh:  # in event order
+                    await handler.apply(window, events[i], data)
+                    outcomes[i] = COUNTED
+                await self._write_counters(window)
+        self._observe(events, outcomes)
+        return outcomes
 
-    # --- messages, API calls, webhooks ----------------------------------------------------------
+    async def _write_counters(self, window: Window) -> None:
+        """Each counter row of the window once, then the daily limits on the new totals."""
+        tally = window.tally
+        await self.repo.usage.add_usage(window.conn, tally.usage)
+        totals = await self.repo.usage.add_user_daily(window.conn, tally.daily_deltas())
+        if totals:
+            await self.limits.check_daily(window.unit, tally.daily.values(), totals)
 
-    async def _message_sent(self, unit: Unit, event: Event, data: MessageSentData) -> None:
-        instance_id = event.instance_id or data.instance_id
-        user_id = await self._message(unit, event, instance_id, data.has_media, "sent")
-        if user_id:
-            day = utc_day(event.occurred_at)
-            messages, _ = await self.repo.usage.add_user_daily(unit.conn, user_id, day, messages_sent=1)
-            await self.limits.check(unit, user_id, LimitName.MAX_MESSAGES_SENT, messages, day, instance_id)
-
-    async def _message_received(self, unit: Unit, event: Event, data: MessageReceivedData) -> None:
-        await self._message(unit, event, event.instance_id or data.instance_id, data.has_media, "received")
-
-    async def _message(
-        self, unit: Unit, event: Event, instance_id: str, has_media: bool, way: Literal["sent", "received"]
-    ) -> str:
-        """Count one message ``sent`` or ``received``; returns the user it counted for."""
-        user_id = await self._owner(unit, event, instance_id)
-        deltas = {
-            f"messages_{way}": 1,
-            f"media_{way}": int(has_media),
-            "total_media_size": _non_negative_int(event.meta.get("mediaSize")),
-        }
-        await self.repo.usage.add_usage(unit.conn, user_id, instance_id, utc_day(event.occurred_at), deltas)
-        return user_id
-
-    async def _api_usage(self, unit: Unit, event: Event, batch: ApiUsageBatch) -> None:
-        named = sorted({item.instance_id for item in batch.counts if item.instance_id})
-        known = await self.repo.replicas.instances_named(unit.conn, named)
-        per_row: dict[tuple[str, str], int] = defaultdict(int)
-        per_user: dict[str, int] = defaultdict(int)
-        for item in attributed(event, batch, known):
-            per_row[(item.user_id, item.instance_id or "")] += item.count
-            per_user[item.user_id] += item.count
-        day = date.fromisoformat(batch.day)  # screened: always a date
-        for (user_id, instance_id), count in sorted(per_row.items()):
-            await self.repo.usage.add_usage(unit.conn, user_id, instance_id, day, {"api_calls": count})
-        for user_id, count in sorted(per_user.items()):
-            _, calls = await self.repo.usage.add_user_daily(unit.conn, user_id, day, api_calls=count)
-            await self.limits.check(unit, user_id, LimitName.MAX_API_CALLS, calls, day, None)
-
-    async def _webhook_delivered(self, unit: Unit, event: Event, data: WebhookDeliveredData) -> None:
-        instance_id = event.instance_id or data.instance_id
-        user_id = await self._owner(unit, event, instance_id)
-        day = utc_day(event.occurred_at)
-        await self.repo.usage.add_usage(unit.conn, user_id, instance_id, day, {"webhook_sent": 1})
-
-    # --- instances ------------------------------------------------------------------------------
-
-    async def _instance_created(self, unit: Unit, event: Event, data: InstanceSnapshot) -> None:
-        instance_id, user_id = await self._snapshot(unit, event, data)
-        await self.limits.check_instances(unit, user_id, instance_id)
-
-    async def _instance_updated(self, unit: Unit, event: Event, data: InstanceSnapshot) -> None:
-        await self._snapshot(unit, event, data)
-
-    async def _snapshot(self, unit: Unit, event: Event, data: InstanceSnapshot) -> tuple[str, str]:
-        """Keep the instance's owner and name (storable text, cut to :data:`MAX_NAME_LENGTH`)."""
-        instance_id = event.instance_id or data.instance_id
-        user_id = data.user_id or event.user_id or ""
-        if not instance_id or not user_id:
-            raise MalformedEvent(f"{event.type} without instanceId/userId")
-        snapshot_at = data.updated_at or iso_ms(event.occurred_at)
-        name = storable(data.name, MAX_NAME_LENGTH)
-        await self.repo.replicas.upsert_instance(unit.conn, instance_id, user_id, name, snapshot_at)
-        return instance_id, user_id
-
-    async def _instance_deleted(self, unit: Unit, event: Event, data: InstanceDeletedData) -> None:
-        instance_id = event.instance_id or data.instance_id
-        user_id = data.user_id or event.user_id or ""
-        if not instance_id:
-            raise MalformedEvent("instance.deleted without instanceId")
-        await self.repo.replicas.delete_instance(unit.conn, instance_id, user_id)
-        if user_id:
-            await self.limits.instance_deleted(unit, user_id)
-
-    async def _connected(self, unit: Unit, event: Event, data: ConnectedData) -> None:
-        await self._connection(unit, event, event.instance_id or data.instance_id, connected=True)
-
-    async def _disconnected(self, unit: Unit, event: Event, data: DisconnectedData) -> None:
-        await self._connection(unit, event, event.instance_id or data.instance_id, connected=False)
-
-    async def _connection(self, unit: Unit, event: Event, instance_id: str, *, connected: bool) -> None:
-        if not instance_id:
-            raise MalformedEvent(f"{event.type} without instance id")
-        user_id = await self._owner(unit, event, instance_id)
-        await self.repo.replicas.set_connected(unit.conn, instance_id, user_id, connected, event.occurred_at)
-
-    # --- users ----------------------------------------------------------------------------------
-
-    async def _user_changed(self, unit: Unit, event: Event, data: UserEventData) -> None:
-        await self._user(unit, event, data, deleted=False)
-
-    async def _user_deleted(self, unit: Unit, event: Event, data: UserEventData) -> None:
-        await self._user(unit, event, data, deleted=True)
-
-    async def _user(self, unit: Unit, event: Event, data: UserEventData, *, deleted: bool) -> None:
-        user_id = data.user_id or event.user_id or ""
-        if not user_id:
-            raise MalformedEvent(f"{event.type} without userId")
-        active = data.active and not deleted
-        await self.repo.replicas.upsert_user(
-            unit.conn, user_id, active=active, role=data.role, deleted=deleted, at=event.occurred_at
-        )
+    @staticmethod
+    def _observe(events: list[Event], outcomes: list[Outcome]) -> None:
+        for event, outcome in zip(events, outcomes, strict=True):
+            if isinstance(outcome, MalformedEvent):
+                continue
+            label = type_label(event.type)
+            EVENTS_PROCESSED.labels(label).inc()
+            if outcome == DUPLICATE:
+                DUPLICATES_SKIPPED.labels(label).inc()
+                log.info("duplicate event skipped", event_id=event.id, type=event.type)

@@ -8,14 +8,18 @@ that publishes it (the precise semantics: :mod:`wa_common.schemas.stats`).
   is announced only when an ``instance.created`` takes the count above it (a race between
   gateways); its single "period" is :data:`INSTANCES_PERIOD`.
 
-A crossing is written to the outbox (one row per user, limit and period) in the transaction that
-detects it, and published after that transaction commits (:meth:`LimitKeeper.unit`); events whose
-publication failed are published again by :meth:`LimitKeeper.flush_outbox`, with the same id.
+Daily limits are checked once per window of events (:meth:`LimitKeeper.check_daily`), against
+the totals the window's counters reached; the event whose share crossed a maximum is the one
+announced (its instance), and the ``usage`` an announcement reports is the day's at the end of its
+window. A crossing is written to the outbox (one row per user, limit and period) in the
+transaction that detects it, and published after that transaction commits
+(:meth:`LimitKeeper.unit`); events whose publication failed are published again by
+:meth:`LimitKeeper.flush_outbox`, with the same id.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -30,7 +34,8 @@ from wa_common.schemas.stats import BlockedLimit, LimitExceededMeta, Limits
 from wa_common.schemas.status import LimitName
 from wa_stats.metrics import LIMIT_EVENTS_PUBLISHED
 from wa_stats.periods import day_start, utc_day
-from wa_stats.repository import LimitUsage, StatsRepository
+from wa_stats.repository import DailyKey, LimitUsage, StatsRepository
+from wa_stats.tally import DailyIncrement, Step
 
 log = get_logger(__name__)
 
@@ -57,6 +62,20 @@ def crossed(name: LimitName, usage: int, maximum: int | None) -> bool:
     if maximum is None:
         return False
     return usage > maximum if name is LimitName.MAX_INSTANCES else usage >= maximum
+
+
+def first_crossing(name: LimitName, total: int, maximum: int | None, steps: Sequence[Step]) -> Step | None:
+    """The step (of those that made up the last ``sum(steps)`` of ``total``, in order) after
+    which the usage was across ``maximum``: the first step when it was across before them;
+    ``None`` when ``total`` is not across (or there are no steps)."""
+    if not steps or maximum is None or not crossed(name, total, maximum):
+        return None
+    usage = total - sum(step.amount for step in steps)
+    for step in steps:
+        usage += step.amount
+        if crossed(name, usage, maximum):
+            return step
+    return steps[-1]
 
 
 def blocked(row: LimitUsage, now: datetime) -> list[BlockedLimit]:
@@ -113,6 +132,35 @@ class LimitKeeper:
         maximum = limits.maximum(name) if limits is not None else None
         if maximum is None or not crossed(name, usage, maximum):
             return
+        await self._announce(unit, user_id, name, maximum, day, instance_id)
+
+    async def check_daily(
+        self, unit: Unit, increments: Iterable[DailyIncrement], totals: Mapping[DailyKey, tuple[int, int]]
+    ) -> None:
+        """After a window's day totals were written (``totals``: the new ``(messages_sent,
+        api_calls)`` per (user, day)): announce each daily limit a user is across, as the event
+        that crossed it would have (its instance; the first of the window when the user was
+        across already), in the order of those events. One query for every user's limits."""
+        increments = list(increments)
+        limits = await self.repo.limits.limits_of(unit.conn, (inc.user_id for inc in increments))
+        crossings: list[tuple[Step, str, LimitName, int, date]] = []
+        for inc in increments:
+            user_limits = limits.get(inc.user_id)
+            if user_limits is None:
+                continue
+            messages, calls = totals[(inc.user_id, inc.day)]
+            for name, total in ((LimitName.MAX_MESSAGES_SENT, messages), (LimitName.MAX_API_CALLS, calls)):
+                maximum = user_limits.maximum(name)
+                step = first_crossing(name, total, maximum, inc.steps.get(name, []))
+                if maximum is not None and step is not None:
+                    crossings.append((step, inc.user_id, name, maximum, inc.day))
+        for step, user_id, name, maximum, day in sorted(crossings, key=lambda c: c[0].order):
+            await self._announce(unit, user_id, name, maximum, day, step.instance_id)
+
+    async def _announce(
+        self, unit: Unit, user_id: str, name: LimitName, maximum: int, day: date, instance_id: str | None
+    ) -> None:
+        """Record the crossing of ``name`` on ``day`` unless its period is over."""
         period, resets_at = limit_period(name, day)
         if resets_at is not None and resets_at <= unit.now:
             return

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from wa_common.clock import Clock, utcnow
 from wa_common.logs import get_logger
-from wa_stats.counting import Counting
+from wa_stats.counting import MAX_WINDOW, Counting
 from wa_stats.limits import LimitKeeper, Publish
 from wa_stats.periods import utc_day
 from wa_stats.queries import StatsQueries
@@ -26,7 +26,8 @@ class StatsService:
     """The parts of one stats process over a :class:`StatsRepository`.
 
     ``publish`` sends an event on the bus (``Bus.publish_event``); ``now`` returns the current
-    aware UTC time; ``dedup_retention`` is how long processed event ids are remembered.
+    aware UTC time; ``dedup_retention`` is how long processed event ids are remembered;
+    ``max_window`` caps the events counted in one transaction (:mod:`wa_stats.counting`).
     """
 
     def __init__(
@@ -36,12 +37,13 @@ class StatsService:
         *,
         now: Clock = utcnow,
         dedup_retention: timedelta = timedelta(days=7),
+        max_window: int = MAX_WINDOW,
     ) -> None:
         self.repo = repo
         self.now = now
         self.dedup_retention = dedup_retention
         self.limits = LimitKeeper(repo, publish, now)
-        self.counting = Counting(repo, self.limits, now)
+        self.counting = Counting(repo, self.limits, now, max_window=max_window)
         self.queries = StatsQueries(repo, self.limits, now)
 
     async def prune(self) -> tuple[int, int]:

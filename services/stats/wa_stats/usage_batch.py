@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -36,22 +37,51 @@ log = get_logger(__name__)
 MAX_USAGE_COUNT = 10_000_000
 
 
-def screened(event: Event) -> ApiUsageBatch:
+@dataclass(frozen=True)
+class Screening:
+    """A batch with its well-formed items only, and what was refused on the way (reported,
+    once the batch is known not to be a duplicate, by :meth:`report`)."""
+
+    batch: ApiUsageBatch
+    refused: Counter[str]
+    without_counts: bool = False
+    bad_day: bool = False
+
+    def report(self, event: Event) -> None:
+        """Count the refused items in ``wa_stats_api_usage_items_rejected_total`` and log them."""
+        if self.bad_day:
+            log.warning(
+                "usage.api_calls batch with an invalid day; counted on the event's day", event_id=event.id
+            )
+        if self.without_counts:
+            USAGE_ITEMS_REJECTED.labels("malformed").inc()
+            log.warning("usage.api_calls batch without a list of counts", event_id=event.id)
+        else:
+            _refuse(event, self.refused)
+
+
+def screen(event: Event) -> Screening:
     """The batch in ``event`` with its well-formed items only (see the module docstring); the
-    ``day`` of the event when the batch's is missing or not a date."""
+    ``day`` of the event when the batch's is missing or not a date. Pure: nothing is counted or
+    logged until :meth:`Screening.report`."""
     counts = event.data.get("counts")
+    refused: Counter[str] = Counter()
     items: list[ApiUsageCount] = []
     if isinstance(counts, list):
-        refused: Counter[str] = Counter()
         items = [item for item in (_item(raw, refused) for raw in counts) if item is not None]
-        _refuse(event, refused)
-    else:
-        USAGE_ITEMS_REJECTED.labels("malformed").inc()
-        log.warning("usage.api_calls batch without a list of counts", event_id=event.id)
+    day, bad_day = _day(event)
     gateway = event.data.get("gateway")
-    return ApiUsageBatch(
-        gateway=gateway if isinstance(gateway, str) else "", day=_day(event).isoformat(), counts=items
+    batch = ApiUsageBatch(
+        gateway=gateway if isinstance(gateway, str) else "", day=day.isoformat(), counts=items
     )
+    return Screening(batch, refused, without_counts=not isinstance(counts, list), bad_day=bad_day)
+
+
+def screened(event: Event) -> ApiUsageBatch:
+    """:func:`screen` and :meth:`Screening.report` at once: the batch's well-formed items."""
+    screening = screen(event)
+    screening.report(event)
+    return screening.batch
 
 
 def attributed(event: Event, batch: ApiUsageBatch, known: Mapping[str, InstanceInfo]) -> list[ApiUsageCount]:
@@ -86,16 +116,16 @@ def _item(raw: Any, refused: Counter[str]) -> ApiUsageCount | None:
     return ApiUsageCount(user_id=str(user_id), instance_id=instance_id or None, count=count)
 
 
-def _day(event: Event) -> date:
-    """The batch's ``day``, or the UTC day of the event when it is missing or not a date."""
+def _day(event: Event) -> tuple[date, bool]:
+    """The batch's ``day``, or the UTC day of the event when it is missing (``False``) or not a
+    date (``True``: worth a warning)."""
     raw = event.data.get("day")
+    if not isinstance(raw, str):
+        return utc_day(event.occurred_at), False
     try:
-        return date.fromisoformat(raw) if isinstance(raw, str) else utc_day(event.occurred_at)
+        return date.fromisoformat(raw), False
     except ValueError:
-        log.warning(
-            "usage.api_calls batch with an invalid day; counted on the event's day", event_id=event.id
-        )
-        return utc_day(event.occurred_at)
+        return utc_day(event.occurred_at), True
 
 
 def _refuse(event: Event, refused: Counter[str]) -> None:

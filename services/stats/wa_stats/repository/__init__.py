@@ -15,10 +15,11 @@ from wa_stats.repository.base import Store
 from wa_stats.repository.limits import LimitsRepository, LimitUsage
 from wa_stats.repository.outbox import OutboxRepository, PendingLimitEvent
 from wa_stats.repository.replicas import InstanceInfo, ReplicaRepository
-from wa_stats.repository.usage import COUNTERS, UsageRepository
+from wa_stats.repository.usage import COUNTERS, DailyKey, UsageKey, UsageRepository
 
 __all__ = [
     "COUNTERS",
+    "DailyKey",
     "InstanceInfo",
     "LimitUsage",
     "LimitsRepository",
@@ -27,6 +28,7 @@ __all__ = [
     "ReplicaRepository",
     "StatsRepository",
     "Store",
+    "UsageKey",
     "UsageRepository",
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -47,6 +48,16 @@ class LimitsRepository(Repository):
         """The user's limits; ``None`` when none were ever set."""
         row = (await conn.execute(select(*_LIMIT_COLUMNS).where(limits_t.c.user_id == user_id))).first()
         return _limits(tuple(row)) if row else None
+
+    async def limits_of(self, conn: AsyncConnection, user_ids: Iterable[str]) -> dict[str, Limits]:
+        """The limits of those of ``user_ids`` that have any (one query)."""
+        ids = sorted(set(user_ids))
+        if not ids:
+            return {}
+        rows = await conn.execute(
+            select(limits_t.c.user_id, *_LIMIT_COLUMNS).where(limits_t.c.user_id.in_(ids))
+        )
+        return {r[0]: _limits(tuple(r[1:])) for r in rows}
 
     async def set_limits(self, conn: AsyncConnection, user_id: str, limits: Limits, at: datetime) -> None:
         values = {

@@ -1,14 +1,14 @@
 """Usage counters and the ids of counted events.
 
 Counters are incremented with ``INSERT ... ON CONFLICT DO UPDATE SET c = c + excluded.c`` (atomic
-per row on both databases); the writes of one event happen in one transaction together with the
-row that records its id (:meth:`UsageRepository.mark_processed`), so a redelivered event counts
-once.
+per row on both databases), one statement per table for a whole window of events, in the
+transaction that records the window's event ids (:meth:`UsageRepository.record_processed`), so a
+redelivered event counts once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wa_common.clock import naive_utc
-from wa_stats.repository.base import Repository, processed_t, usage_t, user_daily_t
+from wa_stats.repository.base import Repository, Store, processed_t, usage_t, user_daily_t
 
 COUNTERS = (
     "messages_sent",
@@ -28,6 +28,11 @@ COUNTERS = (
     "webhook_sent",
 )
 DAILY_FIELDS = ("messages_sent", "messages_received", "media_sent", "media_received")
+
+UsageKey = tuple[str, str, date]
+"""A ``stats_usage_daily`` row: (user id or ``""``, instance id or ``""``, UTC day)."""
+DailyKey = tuple[str, date]
+"""A ``stats_user_daily`` row: (user id, UTC day)."""
 
 
 def _sums(columns: tuple[str, ...]) -> list[Any]:
@@ -51,17 +56,37 @@ def _scoped(stmt: Any, since: date | None, user_id: str | None) -> Any:
 class UsageRepository(Repository):
     """``stats_usage_daily``, ``stats_user_daily`` and ``stats_processed_events``."""
 
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        # Built once: the same statements for every window (compiled once, then cached).
+        processed = self.store.insert(processed_t).on_conflict_do_nothing(index_elements=["event_id"])
+        self._record = processed.returning(processed_t.c.event_id)
+        usage = self.store.insert(usage_t)
+        self._add_usage = usage.on_conflict_do_update(
+            index_elements=["user_id", "instance_id", "day"],
+            set_={c: usage_t.c[c] + usage.excluded[c] for c in COUNTERS},
+        )
+        daily = self.store.insert(user_daily_t)
+        self._add_daily = daily.on_conflict_do_update(
+            index_elements=["user_id", "day"],
+            set_={c: user_daily_t.c[c] + daily.excluded[c] for c in ("messages_sent", "api_calls")},
+        ).returning(
+            user_daily_t.c.user_id, user_daily_t.c.day, user_daily_t.c.messages_sent, user_daily_t.c.api_calls
+        )
+
     # --- idempotency --------------------------------------------------------------------------
 
-    async def mark_processed(self, conn: AsyncConnection, event_id: str, at: datetime) -> bool:
-        """Record ``event_id``; False if it was already recorded (the event is a duplicate)."""
-        stmt = (
-            self.store.insert(processed_t)
-            .values(event_id=event_id, processed_at=naive_utc(at))
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(processed_t.c.event_id)
-        )
-        return (await conn.execute(stmt)).first() is not None
+    async def record_processed(
+        self, conn: AsyncConnection, event_ids: Iterable[str], at: datetime
+    ) -> set[str]:
+        """Record ``event_ids`` (one ``executemany``: a multi-row ``INSERT ... ON CONFLICT DO
+        NOTHING RETURNING``); returns those not recorded before (the others are duplicates).
+        Ids must be distinct."""
+        stamp = naive_utc(at)
+        rows = [{"event_id": event_id, "processed_at": stamp} for event_id in sorted(event_ids)]
+        if not rows:
+            return set()
+        return {r[0] for r in await conn.execute(self._record, rows)}
 
     async def prune_processed(self, before: datetime) -> int:
         """Forget event ids recorded before ``before``; returns how many."""
@@ -73,35 +98,35 @@ class UsageRepository(Repository):
 
     # --- counting -----------------------------------------------------------------------------
 
-    async def add_usage(
-        self, conn: AsyncConnection, user_id: str, instance_id: str, day: date, deltas: Mapping[str, int]
-    ) -> None:
-        """Add ``deltas`` (counter name → amount) to the row of (user, instance, day)."""
-        values = {c: int(deltas.get(c, 0)) for c in COUNTERS}
-        changed = {c: usage_t.c[c] + v for c, v in values.items() if v}
-        stmt = self.store.insert(usage_t).values(user_id=user_id, instance_id=instance_id, day=day, **values)
-        if changed:
-            stmt = stmt.on_conflict_do_update(index_elements=["user_id", "instance_id", "day"], set_=changed)
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=["user_id", "instance_id", "day"])
-        await conn.execute(stmt)
+    async def add_usage(self, conn: AsyncConnection, deltas: Mapping[UsageKey, Mapping[str, int]]) -> None:
+        """Add to the rows of (user, instance, day) their ``deltas`` (counter name → amount): one
+        multi-row upsert, rows in key order so that concurrent writers lock them alike. Keys must
+        be distinct (a row may not be updated twice by one statement)."""
+        rows = [
+            {
+                "user_id": key[0],
+                "instance_id": key[1],
+                "day": key[2],
+                **{c: int(d.get(c, 0)) for c in COUNTERS},
+            }
+            for key, d in sorted(deltas.items())
+        ]
+        if rows:
+            await conn.execute(self._add_usage, rows)
 
     async def add_user_daily(
-        self, conn: AsyncConnection, user_id: str, day: date, *, messages_sent: int = 0, api_calls: int = 0
-    ) -> tuple[int, int]:
-        """Add to the user's day totals; returns the new ``(messages_sent, api_calls)``."""
-        stmt = self.store.insert(user_daily_t).values(
-            user_id=user_id, day=day, messages_sent=messages_sent, api_calls=api_calls
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["user_id", "day"],
-            set_={
-                "messages_sent": user_daily_t.c.messages_sent + stmt.excluded.messages_sent,
-                "api_calls": user_daily_t.c.api_calls + stmt.excluded.api_calls,
-            },
-        ).returning(user_daily_t.c.messages_sent, user_daily_t.c.api_calls)
-        row = (await conn.execute(stmt)).one()
-        return int(row[0]), int(row[1])
+        self, conn: AsyncConnection, deltas: Mapping[DailyKey, tuple[int, int]]
+    ) -> dict[DailyKey, tuple[int, int]]:
+        """Add ``(messages_sent, api_calls)`` to each (user, day) total (one multi-row upsert,
+        in key order); returns the new ``(messages_sent, api_calls)`` of those rows."""
+        rows = [
+            {"user_id": key[0], "day": key[1], "messages_sent": int(d[0]), "api_calls": int(d[1])}
+            for key, d in sorted(deltas.items())
+        ]
+        if not rows:
+            return {}
+        result = await conn.execute(self._add_daily, rows)
+        return {(r[0], r[1]): (int(r[2]), int(r[3])) for r in result}
 
     # --- reading ------------------------------------------------------------------------------
 
