@@ -98,7 +98,7 @@ class CpuMeter:
 def per_operation_ms(
     used: Mapping[str, float], wall_s: float, idle: Mapping[str, float], operations: int
 ) -> dict[str, float]:
-    """CPU ms per operation per group, the idle background (``idle`` CPU s/s × ``wall_s``)
+    """CPU ms per operation per group, the idle background (``idle`` CPU s/s times ``wall_s``)
     subtracted and floored at zero."""
     if operations <= 0:
         return {}

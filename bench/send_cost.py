@@ -113,6 +113,9 @@ async def run(args: argparse.Namespace) -> None:
                 meter = meter_for(cluster)
                 idle = await asyncio.to_thread(meter.idle_rate, 5.0)
                 before = meter.snapshot()
+                print(
+                    "load: start", {n: p.proc.pid for n, p in cluster.processes.items() if p.proc}, flush=True
+                )
                 result = await closed_loop(bench, senders, args.sends, args.clients, key)
                 after = meter.snapshot()
             finally:
@@ -122,9 +125,9 @@ async def run(args: argparse.Namespace) -> None:
         system = {k: v for k, v in per.items() if not k.startswith("bench")}
         print(
             f"sends {result['accepted']} ok {result['failed']} failed {result['lost']} lost; "
-            f"{result['rate']:.1f} sends/s e2e; api p50/p99 {pct(result['api_ms'], .5):.0f}/"
-            f"{pct(result['api_ms'], .99):.0f} ms; hook p50/p99 {pct(result['hook_ms'], .5):.0f}/"
-            f"{pct(result['hook_ms'], .99):.0f} ms"
+            f"{result['rate']:.1f} sends/s e2e; api p50/p99 {pct(result['api_ms'], 0.5):.0f}/"
+            f"{pct(result['api_ms'], 0.99):.0f} ms; hook p50/p99 {pct(result['hook_ms'], 0.5):.0f}/"
+            f"{pct(result['hook_ms'], 0.99):.0f} ms"
         )
         for name, ms in sorted(per.items(), key=lambda kv: -kv[1]):
             print(f"  {name:40s} {ms:7.2f} ms/send")

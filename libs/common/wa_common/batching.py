@@ -35,7 +35,11 @@ class GroupCommit(Generic[T, R]):
     """
 
     def __init__(
-        self, flush: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]], *, name: str, max_items: int = 256
+        self,
+        flush: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]],
+        *,
+        name: str,
+        max_items: int = 256,
     ):
         self._flush = flush
         self._name = name
@@ -72,7 +76,9 @@ class GroupCommit(Generic[T, R]):
                         raise
                     continue
                 if len(results) != len(window):
-                    error = RuntimeError(f"{self._name}: flush returned {len(results)} results for {len(window)}")
+                    error = RuntimeError(
+                        f"{self._name}: flush returned {len(results)} results for {len(window)}"
+                    )
                     for _, future in window:
                         if not future.done():
                             future.set_exception(error)

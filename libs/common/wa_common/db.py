@@ -49,13 +49,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, echo: bool = False, recycle_s: float = 600.0
+) -> AsyncEngine:
     """An async engine for ``url``; creates the parent directory of a SQLite file. Bound
-    parameters never appear in SQLAlchemy's error texts or logs (``hide_parameters``)."""
+    parameters never appear in SQLAlchemy's error texts or logs (``hide_parameters``).
+
+    No ``pool_pre_ping``: it costs a round trip (and a rollback) per checkout on every hot path.
+    Pooled connections are recycled after ``recycle_s`` (s) instead; a connection that died under
+    the pool (a database restart) fails its statement, and every caller already retries or lets
+    the bus redeliver on a store error, after which the pool hands out a fresh connection
+    (SQLAlchemy invalidates the whole pool on a disconnect error).
+    """
     parsed = async_url(url)
     # hide_parameters: a failing statement's error text (logged, maybe relayed) must never carry
     # its bound values: webhook secrets, header values, password hashes, sealed API keys.
-    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True, "hide_parameters": True}
+    kwargs: dict[str, Any] = {"echo": echo, "pool_recycle": recycle_s, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

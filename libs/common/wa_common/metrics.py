@@ -88,6 +88,8 @@ def queue_label(queue: str) -> str:
 def metrics_response() -> Response:
     """The text exposition of the default registry as a Starlette response."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
 BATCH_SIZE = Histogram(
     "wa_batch_size",
     "Items flushed together by a group commit (wa_common.batching.GroupCommit), by batcher name.",

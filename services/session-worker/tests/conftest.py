@@ -157,6 +157,17 @@ class RecordingBus:
     def of(self, type_: str, instance_id: str) -> list[Event]:
         return [e for e in self.events if e.type == type_ and e.instance_id == instance_id]
 
+    async def published(
+        self, type_: str, instance_id: str, count: int = 1, timeout_s: float = 5.0
+    ) -> list[Event]:
+        """:meth:`of` once it holds ``count`` events (a send's event is published after its reply)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(found := self.of(type_, instance_id)) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{count} {type_} events of {instance_id} not published in {timeout_s}s")
+            await asyncio.sleep(0.01)
+        return found
+
 
 class ScriptedEngine(Engine):
     """An engine whose sessions do what the test says: a started session is ``connected`` (or

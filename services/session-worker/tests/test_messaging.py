@@ -97,7 +97,7 @@ async def test_a_sent_media_message_is_stored_with_its_file(parts: Any) -> None:
     history = (await parts.q(Q.CHAT_MESSAGES, iid, {"chatId": "15550000002"})).data["messages"]
     assert history[0]["messageType"] == "image" and history[0]["content"] == "pic"
     assert history[0]["fileName"] == "x.png" and history[0]["caption"] == "pic" and history[0]["fromMe"]
-    event = parts.bus.of("message_sent", iid)[0]
+    event = (await parts.bus.published("message_sent", iid))[0]
     assert event.meta == {"hasMedia": True, "mediaSize": len(PNG), "mimeType": "image/png"}
     both = await parts.cmd(C.SEND_MEDIA, iid, {**upload, "url": "https://example.com/x.png"})
     assert both.status == 400 and "exactly one" in (both.error or "")

@@ -52,7 +52,7 @@ async def test_a_sent_message_echoed_by_the_engine_is_stored_once(parts: Any) ->
     sent = await parts.cmd(C.SEND_TEXT, iid, {"phone": "15550000002", "message": "hi"})
     echo = inbound(iid, sent.data["id"], from_me=True, text="hi", sender_jid="15550000000@s.whatsapp.net")
     await parts.worker.recorder.on_engine_event(echo)
-    [event] = parts.bus.of("message_sent", iid)
+    [event] = await parts.bus.published("message_sent", iid)
     assert event.data == {
         "instanceId": iid,
         "messageId": sent.data["id"],

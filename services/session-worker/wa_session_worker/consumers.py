@@ -5,8 +5,8 @@ service modules' handlers: each request name with its payload model and its repl
 body a handler returns; the router checks it is that model and answers it 200, while a
 :class:`Reply` a handler returns is sent as it is: 201, 202, a repeated send's first reply), the
 worker's edge check (:func:`~wa_session_worker.service.guard.check_request`) as the guard, and,
-for commands, one command at a time per instance (:class:`InstanceLocks`, the router's
-``around``). Outcomes:
+for commands, per-instance order (:func:`in_turn`, the router's ``around``: one command at a time
+per instance, except that sends overlap their store writes). Outcomes:
 
 - malformed (not a request at all): answered 400 when it asks for a reply, dead-lettered when
   nobody waits for one (the router);
@@ -29,8 +29,6 @@ could not store, which may be a webhook secret): only exception types, SQLSTATE 
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
@@ -87,6 +85,7 @@ from wa_session_worker.service.contacts import Contacts
 from wa_session_worker.service.instances import Instances
 from wa_session_worker.service.messaging import Messaging
 from wa_session_worker.service.queries import Queries
+from wa_session_worker.service.turns import CURRENT_TURN, InstanceTurns
 
 log = get_logger(__name__)
 
@@ -98,29 +97,29 @@ class StoreUnavailable(RuntimeError):
     failure's types and SQLSTATE only (``describe_exception``), never the driver's text."""
 
 
-class InstanceLocks:
-    """The lock serialising each instance's commands, kept only while a command holds or awaits
-    it (commands naming random ids cannot grow this)."""
+OWN_TURN = frozenset({C.SEND_TEXT, C.SEND_MEDIA})
+"""Commands that wait for their instance's turn themselves, around their engine step only."""
 
-    def __init__(self) -> None:
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
-    def __len__(self) -> int:
-        return len(self._locks)
+def in_turn(turns: InstanceTurns) -> Callable[[Request, Callable[[], Awaitable[Reply]]], Awaitable[Reply]]:
+    """The commands router's wrapper: 400 without an instance id; else the command takes its
+    instance's turn on arrival (:mod:`~wa_session_worker.service.turns`) and runs in it, except
+    sends, which wait for it around their engine step (:data:`OWN_TURN`)."""
 
-    def lock(self, instance_id: str) -> asyncio.Lock:
-        lock = self._locks.get(instance_id)
-        if lock is None:
-            lock = self._locks[instance_id] = asyncio.Lock()
-        return lock
-
-    async def around(self, request: Request, run: Callable[[], Awaitable[Reply]]) -> Reply:
-        """The commands router's wrapper: 400 without an instance id, else ``run`` under the
-        instance's lock."""
+    async def around(request: Request, run: Callable[[], Awaitable[Reply]]) -> Reply:
         if not request.instance_id:
             return Reply.failure(400, "instance id is required")
-        async with self.lock(request.instance_id):
+        turn = turns.take(request.instance_id)
+        token = CURRENT_TURN.set(turn)
+        try:
+            if request.name not in OWN_TURN:
+                await turn.wait()
             return await run()
+        finally:
+            turn.end()
+            CURRENT_TURN.reset(token)
+
+    return around
 
 
 def _short(value: str | None) -> str | None:
@@ -148,14 +147,14 @@ def failure_mapping(kind: str) -> OnError:
 
 
 def commands_router(
-    instances: Instances, messaging: Messaging, contacts: Contacts, locks: InstanceLocks
+    instances: Instances, messaging: Messaging, contacts: Contacts, turns: InstanceTurns
 ) -> Router:
     """The commands of an instance's shard (consumed from ``wa.shard.<k>`` while owned)."""
     router = Router(
         SERVICE,
         kind=Command,
         guard=guard.check_request,
-        around=locks.around,
+        around=in_turn(turns),
         on_error=failure_mapping("command"),
         requests=COMMANDS,
         seconds=COMMAND_SECONDS,

@@ -22,7 +22,7 @@ from wa_common.db import create_engine, ping
 from wa_common.logs import get_logger
 from wa_common.migrations import upgrade
 from wa_common.runtime import Runtime, create_app, serve
-from wa_session_worker.consumers import InstanceLocks, commands_router, queries_router, start_consumers
+from wa_session_worker.consumers import commands_router, queries_router, start_consumers
 from wa_session_worker.engines.base import Engine, EventCallback
 from wa_session_worker.repository.base import Repository
 from wa_session_worker.repository.sql import SqlRepository
@@ -34,6 +34,7 @@ from wa_session_worker.service.messaging import Messaging
 from wa_session_worker.service.queries import Queries
 from wa_session_worker.service.recorder import Recorder
 from wa_session_worker.service.sessions import Running, Sessions, ShardRunner
+from wa_session_worker.service.turns import InstanceTurns
 from wa_session_worker.settings import WorkerSettings
 from wa_session_worker.shards.leases import LeaseStore
 from wa_session_worker.shards.manager import ShardManager
@@ -67,7 +68,7 @@ class Worker:
     contacts: Contacts
     queries: Queries
     admin: Admin
-    locks: InstanceLocks
+    turns: InstanceTurns
     commands: Router
     query_router: Router
     shards: ShardRunner
@@ -96,8 +97,8 @@ def build_worker(
     contacts = Contacts(settings, repo, wa, sessions, recorder, clock=clock)
     queries = Queries(repo, running)
     admin = Admin(settings, repo, bus, leases, store_url=store_url, clock=clock)
-    locks = InstanceLocks()
-    commands = commands_router(instances, messaging, contacts, locks)
+    turns = InstanceTurns()
+    commands = commands_router(instances, messaging, contacts, turns)
     return Worker(
         repo=repo,
         engine=wa,
@@ -108,7 +109,7 @@ def build_worker(
         contacts=contacts,
         queries=queries,
         admin=admin,
-        locks=locks,
+        turns=turns,
         commands=commands,
         query_router=queries_router(queries, admin),
         shards=ShardRunner(sessions, repo, bus, commands.consumer(bus), recorder),

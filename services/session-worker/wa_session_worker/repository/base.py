@@ -45,6 +45,9 @@ class Repository(ABC):
     store failures (the bus then redelivers the request)."""
 
     provider: str
+    commits_in_order: bool = False
+    """Whether writes started one after the other commit in that order (and a later one never
+    before an earlier one): the SQL store's group commit does; the feed clock relies on it."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections, create indexes where the store needs it."""
@@ -59,9 +62,9 @@ class Repository(ABC):
 
     @abstractmethod
     async def _insert_all(
-        self, recs: Sequence[Any], then: tuple[Find[Any], dict[str, Any]] | None = None
+        self, recs: Sequence[Any], then: Sequence[tuple[Find[Any], dict[str, Any]]] = ()
     ) -> bool:
-        """Insert ``recs`` in this order, then set ``then``'s changes, as one step: if a
+        """Insert ``recs`` in this order, then set each of ``then``'s changes, as one step: if a
         record's unique key (:data:`~.records.KINDS`) is taken, nothing stays written and the answer is
         ``False``. (A store without multi-document transactions writes one by one and removes
         what it wrote on a taken key; a crash midway leaves the first records.)"""
@@ -142,16 +145,26 @@ class Repository(ABC):
         return await self._insert_all([rec])
 
     async def record_message(
-        self, rec: MessageRec, event: EventRec | None, pending: OutboxRec | None = None
+        self,
+        rec: MessageRec,
+        event: EventRec | None,
+        pending: OutboxRec | None = None,
+        *,
+        idempotency: tuple[str, dict[str, Any]] | None = None,
     ) -> bool:
-        """Store a new message, its recent event, its outbox entry and the instance's
-        ``last_activity_at`` in one step; ``False`` (and nothing written) if (instance_id,
+        """Store a new message, its recent event, its outbox entry, the instance's
+        ``last_activity_at`` and, for a send, its idempotency key's reply (``(key, reply)``, as
+        :meth:`idempotency_finish`) in one step; ``False`` (and nothing written) if (instance_id,
         message_id) is already stored (or the event's or entry's id is taken)."""
         # The outbox entry first: a store without transactions that stops midway publishes the
         # event late rather than never (at least once).
         recs = [r for r in (pending, rec, event) if r is not None]
-        touch = Find(InstanceRec, equal(id=rec.instance_id)), {"last_activity_at": rec.created_at}
-        return await self._insert_all(recs, then=touch)
+        changes = [(Find(InstanceRec, equal(id=rec.instance_id)), {"last_activity_at": rec.created_at})]
+        if idempotency is not None:
+            key, reply = idempotency
+            started = Find(IdempotencyRec, equal(instance_id=rec.instance_id, key=key))
+            changes.append((started, {"state": "done", "reply": reply}))
+        return await self._insert_all(recs, then=changes)
 
     async def update_message_status(
         self, instance_id: str, message_ids: list[str], status: str, at: datetime, from_statuses: list[str]

@@ -90,15 +90,15 @@ class MemoryRepository(Repository):
         return True
 
     async def _insert_all(
-        self, recs: Sequence[Any], then: tuple[Find[Any], dict[str, Any]] | None = None
+        self, recs: Sequence[Any], then: Sequence[tuple[Find[Any], dict[str, Any]]] = ()
     ) -> bool:
         for i, rec in enumerate(recs):
             if any(_clash(rec, other) for other in [*self.tables[type(rec)], *recs[:i]]):
                 return False
         for rec in recs:
             self.tables[type(rec)].append(_stored(rec))
-        if then is not None:
-            await self._update(*then)
+        for change in then:
+            await self._update(*change)
         return True
 
     async def _select(self, find: Find[R]) -> list[R]:

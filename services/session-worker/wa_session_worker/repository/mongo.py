@@ -100,7 +100,7 @@ class MongoRepository(Repository):
         return True
 
     async def _insert_all(
-        self, recs: Sequence[Any], then: tuple[Find[Any], dict[str, Any]] | None = None
+        self, recs: Sequence[Any], then: Sequence[tuple[Find[Any], dict[str, Any]]] = ()
     ) -> bool:
         written: list[tuple[AsyncCollection[Doc], Any]] = []
         try:
@@ -111,8 +111,8 @@ class MongoRepository(Repository):
             for coll, doc_id in reversed(written):
                 await coll.delete_one({"_id": doc_id})
             return False
-        if then is not None:
-            await self._update(*then)
+        for change in then:
+            await self._update(*change)
         return True
 
     async def _select(self, find: Find[R]) -> list[R]:

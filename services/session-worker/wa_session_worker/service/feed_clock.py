@@ -51,7 +51,9 @@ class FeedClock:
     async def stamped(self, instance_id: str, write: Callable[[datetime], Awaitable[T]]) -> T:
         """Run ``write(at)``, the store write of an event kept for the events feed, with ``at``
         its time: a whole millisecond later than every earlier kept event of the instance, and
-        written before the next one of the instance is stamped (module docstring)."""
+        written before the next one of the instance is stamped (module docstring), or, on a
+        store that commits writes in submission order (``Repository.commits_in_order``),
+        submitted before it."""
         lock = self._locks.get(instance_id)
         if lock is None:
             lock = self._locks[instance_id] = asyncio.Lock()
@@ -64,4 +66,10 @@ class FeedClock:
             if last is not None and at <= last:
                 at = _whole_ms(last) + timedelta(milliseconds=1)
             self._stamps[instance_id] = at
-            return await write(at)
+            if not self.repo.commits_in_order:
+                return await write(at)
+            # The store commits its writes in the order they are submitted (the SQL store's group
+            # commit): the write is started here, so it is queued before the next stamp's, and
+            # the lock is not held while it waits for its window's commit.
+            writing = asyncio.ensure_future(write(at))
+        return await writing

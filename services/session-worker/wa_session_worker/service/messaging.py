@@ -8,11 +8,15 @@ A send is four steps, each one call of :class:`Messaging`:
 2. :meth:`~Messaging.prepare` (no store write): the recipient parsed, the session awaited, the
    media decoded or downloaded: an :class:`Outgoing`.
 3. :meth:`~Messaging.transmit`: the engine sends it.
-4. :meth:`~Messaging.record` (the store writes after the send, in one call): the message row
+4. :meth:`~Messaging.record` (the store writes after the send, in one step): the message row
    with its ``message_sent`` event (feed and outbox entries, through
    :meth:`~wa_session_worker.service.recorder.Recorder.store_message`) and the key's reply. It
-   returns the event, which is published only after that (the outbox relay publishes it if this
-   worker dies first).
+   returns the event, which is published after the commit without the reply waiting for the
+   broker (the outbox relay publishes it if this worker dies first).
+
+Steps 2-3 and the start of 4 run in the instance's turn (:mod:`~.turns`): an instance's sends
+reach the engine and the store in acceptance order, while claims and commits of many sends
+share transactions (the SQL store's group commit).
 
 A failure of ``prepare``, or the engine's own :class:`EngineError` (nothing was sent), forgets
 the key (:meth:`~Messaging.release`), so a retry may run; any other failure after the engine was
@@ -29,6 +33,8 @@ caller.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from wa_common.bus.router import RequestError
@@ -45,6 +51,7 @@ from wa_session_worker.repository.records import InstanceRec, MessageRec
 from wa_session_worker.service import views
 from wa_session_worker.service.access import instance_for
 from wa_session_worker.service.sessions import SessionCommands
+from wa_session_worker.service.turns import CURRENT_TURN
 
 INTERRUPTED = (
     "an earlier attempt of this send was interrupted (worker failover); its outcome is "
@@ -75,20 +82,25 @@ class Messaging(SessionCommands):
         previous = await self.claim(rec, key, cmd.name)
         if previous is not None:
             return previous
-        try:
-            out = await self.prepare(rec, cmd, body)
-        except Exception:
-            await self.release(rec, key)
-            raise
-        try:
-            result = await self.transmit(rec, out)
-        except EngineError:
-            await self.release(rec, key)
-            raise
-        answer = views.message_id(result.message_id)
-        event = await self.record(rec, out, result, key, answer)
+        # The instance's turn (service/turns.py) orders the engine send and the submission of the
+        # record; the claim before it and the commit after it overlap with the neighbours'.
+        async with CURRENT_TURN.get() or contextlib.nullcontext():
+            try:
+                out = await self.prepare(rec, cmd, body)
+            except Exception:
+                await self.release(rec, key)
+                raise
+            try:
+                result = await self.transmit(rec, out)
+            except EngineError:
+                await self.release(rec, key)
+                raise
+            answer = views.message_id(result.message_id)
+            # Started inside the turn: it reaches the store's queue before the next send's.
+            recording = asyncio.ensure_future(self.record(rec, out, result, key, answer))
+        event = await recording
         if event is not None:
-            await self.recorder.deliver(event)
+            self.recorder.deliver_soon(event)
         return answer
 
     async def claim(self, rec: InstanceRec, key: str, name: str) -> Reply | None:
@@ -165,6 +177,7 @@ class Messaging(SessionCommands):
             metadata={"timestamp": result.timestamp},
             status_updated_at=now,
         )
-        event = await self.recorder.store_message(msg, rec.user_id, timestamp=result.timestamp)
-        await self.repo.idempotency_finish(rec.id, key, Reply.success(answer).model_dump(mode="json"))
-        return event
+        reply = Reply.success(answer).model_dump(mode="json")
+        return await self.recorder.store_message(
+            msg, rec.user_id, timestamp=result.timestamp, idempotency=(key, reply)
+        )

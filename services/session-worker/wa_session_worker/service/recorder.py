@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -87,6 +88,7 @@ class Recorder:
         self.published = outbox.Published(repo)
         self._owners: dict[str, str] = {}  # instance id -> user id (cache for event envelopes)
         self.feed = FeedClock(repo, clock, settings.shard_count)
+        self._delivering: set[asyncio.Future[None]] = set()  # deliver_soon's tasks (kept referenced)
 
     # --- what is cached per instance ----------------------------------------------------------
 
@@ -269,14 +271,21 @@ class Recorder:
     # --- recording ----------------------------------------------------------------------------
 
     async def store_message(
-        self, rec: MessageRec, user_id: str, *, timestamp: int, sender: str | None = None
+        self,
+        rec: MessageRec,
+        user_id: str,
+        *,
+        timestamp: int,
+        sender: str | None = None,
+        idempotency: tuple[str, dict[str, Any]] | None = None,
     ) -> Event | None:
         """Store ``rec`` with its event in one step (the message row, the events-feed entry, the
         outbox entry, the instance's last activity): ``message_sent`` for the account's own
         message, else ``message_received`` from ``sender`` (default: the chat; a group's member).
         ``timestamp``: WhatsApp's (Unix seconds). Returns the event to :meth:`deliver`, or
         ``None`` when the message is already stored (our own send echoed by the engine, a
-        redelivered event): then nothing is written."""
+        redelivered event): then nothing is written but the send's ``idempotency`` reply
+        (``(key, reply)``: stored in the same step as the message)."""
         # The feed's data: the reference's fields, plus "from" (received) or "to" (sent) as the
         # webhook payloads carry them.
         recent: dict[str, Any] = {
@@ -313,9 +322,11 @@ class Recorder:
                 type=type_, instance_id=rec.instance_id, user_id=user_id, data=data, meta=meta, occurred_at=at
             )
             kept = EventRec(event.id, rec.instance_id, type_, at, recent)
-            if not await self.repo.record_message(rec, kept, self._pending(event)):
-                return None
-            return event
+            if await self.repo.record_message(rec, kept, self._pending(event), idempotency=idempotency):
+                return event
+            if idempotency is not None:
+                await self.repo.idempotency_finish(rec.instance_id, *idempotency)
+            return None
 
         return await self.feed.stamped(rec.instance_id, write)
 
@@ -325,6 +336,13 @@ class Recorder:
     async def deliver(self, event: Event) -> None:
         """Publish a staged event (an unconfirmed one is published by the outbox relay)."""
         await outbox.deliver(self.bus, event, self.published)
+
+    def deliver_soon(self, event: Event) -> None:
+        """:meth:`deliver` in the background (a reply need not wait for the broker: the event is
+        committed to the outbox, which the relay publishes if this one is lost)."""
+        task = asyncio.ensure_future(self.deliver(event))
+        self._delivering.add(task)
+        task.add_done_callback(self._delivering.discard)
 
     async def publish(
         self,
