@@ -312,3 +312,47 @@ async def test_handler_outliving_cancel_does_not_ack_on_closed_channel(bus: Bus)
 
 async def _equals(count, expected: int) -> bool:
     return (await count) == expected
+
+
+async def test_events_published_together_share_messages_and_arrive_one_by_one(bus: Bus) -> None:
+    """Event format 2 (``wa_common.bus.batches``): five events of two types are two broker
+    messages; the handler still sees each event on its own, with its id and routing key, and the
+    one event it rejects is dead-lettered alone."""
+    spec = QueueSpec(f"wa.test.{new_id().lower()}", ((EXCHANGE_EVENTS, "#"),))
+    seen: list[tuple[str | None, str, Event]] = []
+    messages: set[str | None] = set()
+
+    async def handler(d: Delivery) -> None:
+        event = Event.from_bytes(d.body)
+        messages.add(d.message.message_id)
+        if event.data.get("n") == 3:
+            raise Reject("the third is malformed")
+        seen.append((d.message_id, d.routing_key, event))
+
+    consumer = await bus.consume(spec, handler)
+    sent = [
+        Event(type="message_sent" if n % 2 else "message_status", instance_id=f"i{n}", data={"n": n})
+        for n in range(5)
+    ]
+    assert await bus.publish_events(sent) == [None] * 5
+    await wait_for(lambda: _at_least(seen, 4), timeout_s=10, message="four events handled")
+    await wait_for(
+        lambda: message_count(bus, dead_letter_queue(spec.name)), timeout_s=10, message="rejected event"
+    )
+    await consumer.cancel()
+    assert len(messages) == 2  # one message per type
+    by_id = {event.id: (message_id, key) for message_id, key, event in seen}
+    assert sorted(by_id) == sorted(e.id for e in sent if e.data["n"] != 3)
+    for event in sent:
+        if event.data["n"] != 3:
+            assert by_id[event.id] == (event.id, event.routing_key)
+    channel = await bus.connection.channel()
+    dead = await channel.declare_queue(dead_letter_queue(spec.name), passive=True)
+    msg = await dead.get(timeout=5)
+    assert msg is not None and Event.from_bytes(msg.body).data == {"n": 3}
+    await msg.ack()
+    await channel.close()
+
+
+async def _at_least(items: list, count: int) -> bool:
+    return len(items) >= count

@@ -56,6 +56,7 @@ class Runtime:
                 shard_count=settings.shard_count,
                 prefetch=settings.bus_prefetch,
                 delivery_limit=settings.bus_delivery_limit,
+                event_batch_max=settings.bus_event_batch_max,
                 dead_letters=DeadLetterLimits(
                     settings.bus_dead_letter_max_length, settings.bus_dead_letter_max_bytes
                 ),

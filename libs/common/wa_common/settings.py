@@ -83,6 +83,7 @@ class ServiceSettings(BaseSettings):
         le=1024**4,
         validation_alias=_global("BUS_DEAD_LETTER_MAX_BYTES"),
     )
+    bus_event_batch_max: int = Field(64, ge=1, le=1000, validation_alias=_global("BUS_EVENT_BATCH_MAX"))
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     shutdown_timeout_s: float = Field(25.0, gt=0)

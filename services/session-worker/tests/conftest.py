@@ -151,6 +151,10 @@ class RecordingBus:
     async def publish_event(self, event: Event) -> None:
         self.events.append(event)
 
+    async def publish_events(self, events: list[Event]) -> list[BaseException | None]:
+        self.events.extend(events)
+        return [None] * len(events)
+
     async def publish(self, exchange: str, routing_key: str, body: bytes, **_: Any) -> None:
         self.commands.append((routing_key, body))
 

@@ -27,13 +27,20 @@ def sql_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+STATEMENTS: list[str] = []
+
+
 @pytest.fixture
 async def sql(sql_url: str) -> AsyncIterator[tuple[SqlRepository, list[int]]]:
-    """A repository on a migrated store, and a list that counts the transactions begun on it."""
+    """A repository on a migrated store, and a list that counts the transactions begun on it
+    (:data:`STATEMENTS` records the statements executed)."""
     url = sql_url
     engine = create_engine(url)
     begun: list[int] = []
     event.listen(engine.sync_engine, "begin", lambda conn: begun.append(1))
+    event.listen(
+        engine.sync_engine, "before_cursor_execute", lambda conn, cursor, stmt, *_: STATEMENTS.append(stmt)
+    )
     repo = SqlRepository(engine, url)
     await repo.create_instance(
         InstanceRec(
@@ -118,3 +125,52 @@ async def test_a_failing_step_is_isolated(sql: tuple[SqlRepository, list[int]]) 
         iid, "79001234567@s.whatsapp.net", start=None, end=None, skip=0, limit=100
     )
     assert total == 5
+
+
+async def test_a_window_of_sends_takes_a_few_statements(sql: tuple[SqlRepository, list[int]]) -> None:
+    """30 records (message, recent event, outbox entry, instance touch, idempotency reply) in one
+    window: one multi-row insert per table and one executemany per follow-up shape, not 150
+    statements."""
+    repo, _ = sql
+    iid = repo.test_instance_id  # type: ignore[attr-defined]
+    for n in range(30):
+        assert await repo.idempotency_begin(iid, f"k{n}", "send_text", at=NOW) is None
+    STATEMENTS.clear()
+    results = await asyncio.gather(
+        *(
+            repo.record_message(
+                message(iid, f"W{n}"),
+                EventRec(new_id(), iid, "message_sent", NOW, {}),
+                OutboxRec(new_id(), 1, "{}", NOW),
+                idempotency=(f"k{n}", {"status": 200}),
+            )
+            for n in range(30)
+        )
+    )
+    assert results == [True] * 30
+    writes = [st for st in STATEMENTS if not st.lstrip().upper().startswith(("BEGIN", "COMMIT", "SAVEPOINT"))]
+    assert len(writes) <= 10, writes
+    for n in range(30):
+        done = await repo.idempotency_begin(iid, f"k{n}", "send_text", at=NOW)
+        assert done is not None and done.state == "done" and done.reply == {"status": 200}
+
+
+async def test_a_key_released_and_claimed_in_one_window_keeps_that_order(
+    sql: tuple[SqlRepository, list[int]],
+) -> None:
+    repo, _ = sql
+    iid = repo.test_instance_id  # type: ignore[attr-defined]
+    assert await repo.idempotency_begin(iid, "again", "send_text", at=NOW) is None
+    _, claimed = await asyncio.gather(
+        repo.idempotency_finish(iid, "again", None), repo.idempotency_begin(iid, "again", "send_text", at=NOW)
+    )
+    assert claimed is None  # released first, so the claim is new
+
+
+async def test_the_same_key_twice_in_a_window_first_wins(sql: tuple[SqlRepository, list[int]]) -> None:
+    repo, _ = sql
+    iid = repo.test_instance_id  # type: ignore[attr-defined]
+    first, second = await asyncio.gather(
+        repo.add_message(message(iid, "TWICE")), repo.add_message(message(iid, "TWICE"))
+    )
+    assert (first, second) == (True, False)

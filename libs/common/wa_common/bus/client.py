@@ -40,9 +40,12 @@ from tenacity import (
     wait_exponential,
 )
 
+from wa_common.bus import batches
+from wa_common.bus.batches import BATCH_CONTENT_TYPE, Part
 from wa_common.bus.dead_letters import count_drop
 from wa_common.bus.topology import (
     DROPPED_QUEUE,
+    EXCHANGE_DLX,
     EXCHANGE_EVENTS,
     DeadLetterLimits,
     QueueSpec,
@@ -83,14 +86,16 @@ class Reject(Exception):
 
 @dataclass(frozen=True)
 class Delivery:
-    """One message handed to a handler."""
+    """One message handed to a handler; for an event of a batch (:mod:`.batches`), that event:
+    its own body, routing key and id, the batch's headers."""
 
     message: AbstractIncomingMessage
     queue: str
+    part: Part | None = None
 
     @property
     def body(self) -> bytes:
-        return self.message.body
+        return self.part.body if self.part is not None else self.message.body
 
     @property
     def headers(self) -> Mapping[str, Any]:
@@ -98,11 +103,11 @@ class Delivery:
 
     @property
     def routing_key(self) -> str:
-        return self.message.routing_key or ""
+        return self.part.routing_key if self.part is not None else self.message.routing_key or ""
 
     @property
     def message_id(self) -> str | None:
-        return self.message.message_id
+        return self.part.id if self.part is not None else self.message.message_id
 
     @property
     def reply_to(self) -> str | None:
@@ -159,6 +164,52 @@ class Consumer:
     async def _start(self, exclusive: bool) -> None:
         self._tag = await self._queue.consume(self._on_message, no_ack=False, exclusive=exclusive)
 
+    async def _run_batch(self, message: AbstractIncomingMessage) -> None:
+        """Every event of a batch message (:mod:`.batches`) through the handler, concurrently;
+        an event the handler rejects is dead-lettered alone (the others count as handled);
+        any other failure raises, so the whole message is redelivered (consumers deduplicate
+        on event ids)."""
+        try:
+            parts = batches.decode(message.body)
+        except ValueError as exc:
+            raise Reject("malformed event batch") from exc
+        results = await asyncio.gather(
+            *(self._handler(Delivery(message, self._queue.name, part)) for part in parts),
+            return_exceptions=True,
+        )
+        failure: BaseException | None = None
+        for part, result in zip(parts, results, strict=True):
+            if isinstance(result, Reject):
+                await self._dead_letter(message, part, str(result))
+            elif isinstance(result, BaseException) and failure is None:
+                failure = result
+        if failure is not None:
+            raise failure
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, part: Part, reason: str) -> None:
+        """One rejected event of a batch to ``wa.dlx`` with this queue's dead-letter key (as the
+        broker dead-letters a whole message)."""
+        log.error(
+            "event of a batch rejected to dead-letter queue",
+            queue=self._queue.name,
+            message_id=part.id,
+            reason=reason,
+        )
+        try:
+            exchange = await self._channel.get_exchange(EXCHANGE_DLX, ensure=False)
+            await exchange.publish(
+                aio_pika.Message(
+                    part.body,
+                    content_type="application/json",
+                    message_id=part.id,
+                    headers=dict(message.headers or {}),
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=self._queue.name,
+            )
+        except Exception as exc:  # an exclusive queue has no dead-letter queue: logged above
+            log.warning("could not dead-letter an event of a batch", queue=self._queue.name, error=str(exc))
+
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._in_flight += 1
         self._idle.clear()
@@ -168,7 +219,10 @@ class Consumer:
         try:
             with correlation_scope(delivery.correlation_id):
                 try:
-                    await self._handler(delivery)
+                    if message.content_type == BATCH_CONTENT_TYPE:
+                        await self._run_batch(message)
+                    else:
+                        await self._handler(delivery)
                 except Reject as exc:
                     log.error(
                         "message rejected to dead-letter queue",
@@ -250,7 +304,9 @@ class Bus:
     ``service`` names the connection in the broker's management UI. ``shard_count``,
     ``delivery_limit`` and ``dead_letters`` must be the same in every service (they are queue
     arguments); services pass ``BUS_DEAD_LETTER_MAX_LENGTH`` / ``BUS_DEAD_LETTER_MAX_BYTES`` from
-    their settings (``Runtime``), other clients get the defaults.
+    their settings (``Runtime``), other clients get the defaults. ``event_batch_max``: most
+    events per message in :meth:`publish_events` (``BUS_EVENT_BATCH_MAX``; 1 publishes the
+    version-1 format only, see :mod:`.batches`).
     """
 
     def __init__(
@@ -264,8 +320,10 @@ class Bus:
         publish_timeout_s: float = 10.0,
         requeue_delay_s: float = 0.2,
         dead_letters: DeadLetterLimits | None = None,
+        event_batch_max: int = 64,
     ) -> None:
         self.url = url
+        self.event_batch_max = max(1, event_batch_max)
         self.service = service
         self.shard_count = shard_count
         self.prefetch = prefetch
@@ -436,6 +494,36 @@ class Bus:
             mandatory=False,
             headers={"x-event-type": event.type},
         )
+
+    async def publish_events(self, events: list[Event]) -> list[BaseException | None]:
+        """Publish ``events`` in as few confirmed messages as :mod:`.batches` allows (one per
+        type, at most ``event_batch_max`` each; a lone event in the version-1 format), the
+        messages concurrently. Returns, per event, ``None`` once confirmed or the
+        :class:`PublishError` of its message (never raises)."""
+        outcome: dict[str, BaseException | None] = {}
+
+        async def one(group: list[Event]) -> None:
+            try:
+                if len(group) == 1:
+                    await self.publish_event(group[0])
+                else:
+                    await self.publish(
+                        EXCHANGE_EVENTS,
+                        f"{group[0].type}.batch",
+                        batches.encode(group),
+                        message_id=f"{group[0].id}+{len(group)}",
+                        mandatory=False,
+                        content_type=BATCH_CONTENT_TYPE,
+                        headers={batches.TYPE_HEADER: group[0].type, batches.COUNT_HEADER: len(group)},
+                    )
+                error: BaseException | None = None
+            except Exception as exc:
+                error = exc
+            for event in group:
+                outcome[event.id] = error
+
+        await asyncio.gather(*(one(g) for g in batches.by_type(events, self.event_batch_max)))
+        return [outcome[e.id] for e in events]
 
     async def consume(
         self,

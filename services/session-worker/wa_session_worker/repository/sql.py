@@ -23,11 +23,11 @@ aware UTC) by their type, :class:`wa_session_worker.models.UtcDateTime`.
 from __future__ import annotations
 
 import operator
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields as dc_fields
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, delete, func, literal_column, or_, select, update
+from sqlalchemy import ColumnElement, Table, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -39,6 +39,15 @@ from wa_session_worker import models as m
 from wa_session_worker.repository.base import Repository
 from wa_session_worker.repository.query import Find, R
 from wa_session_worker.repository.records import KINDS
+from wa_session_worker.repository.sql_window import (
+    DeleteStep,
+    InsertStep,
+    Statements,
+    Step,
+    UpdateStep,
+    run_step,
+    run_window,
+)
 
 _OPS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     "==": operator.eq,
@@ -83,9 +92,6 @@ async def _update_on(conn: AsyncConnection, find: Find[R], changes: dict[str, An
     return [_rec(find.kind, r) for r in rows.all()]
 
 
-Step = Callable[[AsyncConnection], Awaitable[Any]]
-
-
 class SqlRepository(Repository):
     """The repository on the worker's relational store (``WORKER_DATABASE_URL``); writes are
     group-committed (module docstring), at most ``max_window`` steps per transaction."""
@@ -95,7 +101,21 @@ class SqlRepository(Repository):
     def __init__(self, engine: AsyncEngine, url: str, *, max_window: int = 256) -> None:
         self.engine = engine
         self.provider = provider_of(url)
-        self._insert = pg_insert if self.provider == "postgresql" else sqlite_insert
+        dialect_insert = pg_insert if self.provider == "postgresql" else sqlite_insert
+        # One statement per table, built once: values are bound per execution.
+        inserts = {
+            kind: dialect_insert(_table(kind))
+            .on_conflict_do_nothing()
+            .returning(*(_table(kind).c[name] for name in KINDS[kind].unique[0]))
+            for kind in KINDS
+        }
+        self._statements = Statements(
+            table=_table,
+            insert_returning_key=inserts.__getitem__,
+            update_on=_update_on,
+            conditions=_conditions,
+            values=_values,
+        )
         self._writes: GroupCommit[Step, Any] = GroupCommit(
             self._commit_window, name="worker.store", max_items=max_window
         )
@@ -104,10 +124,11 @@ class SqlRepository(Repository):
         return await ping(self.engine)
 
     async def _commit_window(self, steps: list[Step]) -> list[Any]:
-        """Run ``steps`` in one transaction; on a failure, each alone (module docstring)."""
+        """Run ``steps`` in one transaction (:func:`.sql_window.run_window`); on a failure,
+        each alone in its own (module docstring)."""
         try:
             async with self.engine.begin() as conn:
-                return [await step(conn) for step in steps]
+                return await run_window(conn, self._statements, steps)
         except Exception:
             if len(steps) == 1:
                 raise
@@ -115,38 +136,15 @@ class SqlRepository(Repository):
         for step in steps:
             try:
                 async with self.engine.begin() as conn:
-                    results.append(await step(conn))
+                    results.append(await run_step(conn, self._statements, step))
             except Exception as exc:  # this caller's own error
                 results.append(exc)
         return results
 
-    async def _write(self, step: Step) -> Any:
-        return await self._writes.submit(step)
-
-    async def _insert_rec(self, conn: AsyncConnection, rec: Any) -> bool:
-        """Insert ``rec`` unless one of its unique keys is taken (``False``, nothing written)."""
-        t = _table(type(rec))
-        stmt = self._insert(t).values(**_values(rec)).on_conflict_do_nothing().returning(literal_column("1"))
-        return (await conn.execute(stmt)).first() is not None
-
     async def _insert_all(
         self, recs: Sequence[Any], then: Sequence[tuple[Find[Any], dict[str, Any]]] = ()
     ) -> bool:
-        async def step(conn: AsyncConnection) -> bool:
-            written: list[Any] = []
-            for rec in recs:
-                if not await self._insert_rec(conn, rec):
-                    for done in reversed(written):  # nothing of the step stays written
-                        t = _table(type(done))
-                        key = KINDS[type(done)].unique[0]
-                        await conn.execute(delete(t).where(and_(*(t.c[k] == getattr(done, k) for k in key))))
-                    return False
-                written.append(rec)
-            for change in then:
-                await _update_on(conn, *change)
-            return True
-
-        return bool(await self._write(step))
+        return bool(await self._writes.submit(InsertStep(list(recs), list(then))))
 
     async def _select(self, find: Find[R]) -> list[R]:
         t = _table(find.kind)
@@ -164,19 +162,9 @@ class SqlRepository(Repository):
     async def _update(self, find: Find[R], changes: dict[str, Any]) -> list[R]:
         """One ``UPDATE … RETURNING``: a record changed meanwhile is changed only if it still
         meets the conditions (a late "delivered" cannot overwrite a "read" committed first)."""
-
-        async def step(conn: AsyncConnection) -> list[R]:
-            return await _update_on(conn, find, changes)
-
-        updated: list[R] = await self._write(step)
+        updated: list[R] = await self._writes.submit(UpdateStep(find, changes))
         return updated
 
     async def _delete_all(self, finds: Sequence[Find[Any]]) -> list[int]:
-        async def step(conn: AsyncConnection) -> list[int]:
-            results = [
-                await conn.execute(delete(_table(find.kind)).where(*_conditions(find))) for find in finds
-            ]
-            return [int(r.rowcount or 0) for r in results]
-
-        deleted: list[int] = await self._write(step)
+        deleted: list[int] = await self._writes.submit(DeleteStep(list(finds)))
         return deleted

@@ -84,6 +84,21 @@ class Published:
                 log.warning("could not clear outbox entries; retrying", error=str(exc))
 
 
+async def deliver_all(bus: Bus, events: list[Event], published: Published) -> list[bool]:
+    """Publish staged ``events`` in as few messages as the bus batches them
+    (:meth:`~wa_common.bus.Bus.publish_events`) and hand the confirmed ones' ids to
+    ``published``; per event, ``False`` when its entry stays for the relay. Never raises."""
+    errors = await bus.publish_events(events)
+    for event, error in zip(events, errors, strict=True):
+        if error is None:
+            published.add(event.id)
+        else:
+            log.warning(
+                "event kept in the outbox for the relay", event_id=event.id, type=event.type, error=str(error)
+            )
+    return [error is None for error in errors]
+
+
 async def deliver(bus: Bus, event: Event, published: Published) -> bool:
     """Publish a staged ``event`` and hand its id to ``published`` (its entry is deleted with the
     next batch); ``False`` when the entry stays for the relay.

@@ -19,6 +19,7 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
+from wa_common.batching import GroupCommit
 from wa_common.bus import Bus
 from wa_common.clock import Clock, from_unix, utcnow
 from wa_common.ids import new_id
@@ -89,6 +90,7 @@ class Recorder:
         self._owners: dict[str, str] = {}  # instance id -> user id (cache for event envelopes)
         self.feed = FeedClock(repo, clock, settings.shard_count)
         self._delivering: set[asyncio.Future[None]] = set()  # deliver_soon's tasks (kept referenced)
+        self._events: GroupCommit[Event, bool] = GroupCommit(self._publish_window, name="worker.events")
 
     # --- what is cached per instance ----------------------------------------------------------
 
@@ -334,8 +336,13 @@ class Recorder:
         return outbox.pending(event, self.shard_count, clock=self.clock)
 
     async def deliver(self, event: Event) -> None:
-        """Publish a staged event (an unconfirmed one is published by the outbox relay)."""
-        await outbox.deliver(self.bus, event, self.published)
+        """Publish a staged event (an unconfirmed one is published by the outbox relay). Events
+        delivered together (every session of this worker) share broker messages
+        (:meth:`~wa_common.bus.Bus.publish_events`)."""
+        await self._events.submit(event)
+
+    async def _publish_window(self, events: list[Event]) -> list[bool]:
+        return await outbox.deliver_all(self.bus, events, self.published)
 
     def deliver_soon(self, event: Event) -> None:
         """:meth:`deliver` in the background (a reply need not wait for the broker: the event is

@@ -78,12 +78,18 @@ class Messaging:
         )
         body = message.to_bytes()
         session.chats.setdefault(recipient, None)
-        try:
-            await self.network.publish(f"msg.{jid_user(recipient)}", body, mandatory=True)
-        except PublishError as exc:
-            if not unroutable(exc):
-                ENGINE_ERRORS.labels(ENGINE, operation).inc()
-                raise EngineError(f"the simulated network refused the message: {exc}") from exc
+        key = f"msg.{jid_user(recipient)}"
+        external = self.network.known_unroutable(key)
+        if not external:
+            try:
+                await self.network.publish(key, body, mandatory=True)
+            except PublishError as exc:
+                if not unroutable(exc):
+                    ENGINE_ERRORS.labels(ENGINE, operation).inc()
+                    raise EngineError(f"the simulated network refused the message: {exc}") from exc
+                self.network.remember_unroutable(key)
+                external = True
+        if external:
             SIM_EXTERNAL_MESSAGES.inc()
             self.sessions.tasks.spawn(self._external_receipts(session, message), name="sim-external-receipts")
         # Other linked devices of this account see the message as from_me.

@@ -9,6 +9,7 @@ sessions of this node is bound once on the broker (counted here).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
@@ -40,6 +41,10 @@ class Subscriber(Protocol):
     keys: set[str]
 
 
+UNROUTABLE_MEMORY_S = 1.0
+"""How long a routing key that came back unroutable is taken for an external contact (s)."""
+
+
 class SimNetwork:
     """``bus``: a connected bus to share (else :meth:`connect` opens its own connection to
     ``amqp_url``). Each delivery goes to ``handler``, run under ``tasks``."""
@@ -58,6 +63,7 @@ class SimNetwork:
         self._bound: dict[str, int] = {}
         self._routes: dict[str, set[str]] = {}  # routing key -> instance ids
         self._lanes: dict[str, asyncio.Queue[Callable[[], Awaitable[None]]]] = {}
+        self._unroutable: dict[str, float] = {}  # routing key -> time.monotonic() it may route again
 
     @property
     def bus(self) -> Bus:
@@ -105,6 +111,25 @@ class SimNetwork:
 
     async def publish(self, key: str, body: bytes, *, mandatory: bool) -> None:
         await self.bus.publish(EXCHANGE_SIM, key, body, persistent=False, mandatory=mandatory)
+
+    def known_unroutable(self, key: str) -> bool:
+        """Whether ``key`` (``msg.<user>``) came back unroutable less than
+        :data:`UNROUTABLE_MEMORY_S` ago and is bound by no session here: a message to an external
+        contact then skips the broker round trip (an account linked with that number meanwhile
+        gets messages once the memory expires)."""
+        until = self._unroutable.get(key)
+        if until is None:
+            return False
+        if until < time.monotonic() or self._bound.get(key):
+            del self._unroutable[key]
+            return False
+        return True
+
+    def remember_unroutable(self, key: str) -> None:
+        if len(self._unroutable) > 10_000:  # bounded: forget the expired ones
+            now = time.monotonic()
+            self._unroutable = {k: t for k, t in self._unroutable.items() if t >= now}
+        self._unroutable[key] = time.monotonic() + UNROUTABLE_MEMORY_S
 
     async def reply(self, reply_to: str, body: bytes) -> None:
         """Answer a request straight to its ``reply_to`` queue."""
