@@ -3,8 +3,9 @@ failed attempt (real bus, PostgreSQL, loopback receivers): it is logged in the a
 error text that carries no secret, and the delivery follows its retry schedule to ``failed`` —
 never retried forever.
 
-Custom headers HTTP cannot carry are written into the dispatcher's settings replica directly, as
-instances created before the gateway refused them would have them.
+Custom headers HTTP cannot carry are written into the dispatcher's stored settings replica
+directly, as instances created before the gateway refused them would have them, and loaded into
+its in-memory replica as at a start.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ async def set_replica_headers(stack: Stack, instance_id: str, headers: dict[str,
         await session.execute(
             update(Endpoint).where(Endpoint.instance_id == instance_id).values(headers=headers)
         )
+    await stack.dispatcher.replica.load()  # what a process holds after a restart
 
 
 async def finished(stack: Stack, instance_id: str) -> Any:

@@ -1,6 +1,6 @@
 """One attempt of a claimed delivery: the HTTP ``POST``, its record, and what comes next.
 
-- one attempt = one ``POST`` through the SSRF-guarded client (no redirects), bounded by
+- one attempt = one ``POST`` through the SSRF-guarded client (``http_client``, no redirects), bounded by
   ``attempt_timeout_s`` overall; 2xx = delivered, anything else (3xx/4xx/5xx, timeout,
   connection error, refused address, and any exception while building, signing, sending or
   reading — a custom header HTTP cannot carry, for one) = failed attempt, logged in the attempt
@@ -20,74 +20,66 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import httpx
-
 from wa_common.clock import Clock
 from wa_common.logs import get_logger
-from wa_common.netguard import Resolver, UnsafeURLError, guarded_client
+from wa_common.netguard import Resolver, UnsafeURLError
 from wa_common.schemas import Event, EventType
 from wa_common.schemas.events import WebhookDeliveredData
 from wa_common.schemas.status import DeliveryStatus
 from wa_common.schemas.wire import iso_ms
 from wa_webhooks import metrics
-from wa_webhooks.deliveries import AttemptResult, Claimed, DeliveryStore
-from wa_webhooks.models import Endpoint
+from wa_webhooks.batch_writes import AttemptRecord
+from wa_webhooks.deliveries import AttemptResult, Claimed
+from wa_webhooks.http_client import HttpError, LeanClient
+from wa_webhooks.replica import EndpointView
 from wa_webhooks.service import InvalidHeader, outcome_of, request_headers, safe_error
 from wa_webhooks.settings import WebhooksSettings
 
 log = get_logger(__name__)
 
 Publish = Callable[[Event], Awaitable[None]]
+Record = Callable[[AttemptRecord], Awaitable[bool]]
 
-_MAX_RESPONSE_READ = 64 * 1024
 
-
-def _secrets(ep: Endpoint) -> list[str | None]:
+def _secrets(ep: EndpointView) -> list[str | None]:
     """What an attempt's error text must never contain: the secret, custom header values, the URL."""
     return [ep.secret, ep.url, *(str(v) for v in (ep.headers or {}).values())]
 
 
-def webhook_client(settings: WebhooksSettings, resolver: Resolver | None = None) -> httpx.AsyncClient:
+def webhook_client(settings: WebhooksSettings, resolver: Resolver | None = None) -> LeanClient:
     """The SSRF-guarded HTTP client of the attempts (``resolver`` replaces DNS: tests)."""
-    return guarded_client(
+    return LeanClient(
         allow_private=settings.private_targets_allowed,
-        timeout=settings.attempt_timeout_s,
         resolver=resolver,
-        limits=httpx.Limits(
-            max_connections=settings.max_in_flight,
-            max_keepalive_connections=min(settings.max_in_flight, 200),
-        ),
+        max_idle=settings.per_host_concurrency,
     )
 
 
 @dataclass
 class AttemptRunner:
-    """Makes attempts through ``client`` (:func:`webhook_client`) and records them in
-    ``deliveries``; ``publish`` sends ``webhook.delivered``/``webhook.failed`` (``None``: not
-    published)."""
+    """Makes attempts through ``client`` (:func:`webhook_client`) and has them recorded by
+    ``record`` (``recorder.AttemptRecorder.record``: True if the delivery was moved on);
+    ``publish`` sends ``webhook.delivered``/``webhook.failed`` (``None``: not published)."""
 
-    deliveries: DeliveryStore
     settings: WebhooksSettings
-    client: httpx.AsyncClient
+    client: LeanClient
+    record: Record
+    clock: Clock
     publish: Publish | None = None
-
-    @property
-    def clock(self) -> Clock:
-        return self.deliveries.clock
 
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def run(self, c: Claimed, ep: Endpoint) -> None:
+    async def run(self, c: Claimed, ep: EndpointView) -> None:
         """Attempt ``c`` at ``ep``'s URL and record the outcome."""
-        await self._finish(c, ep, await self._attempt(c, ep))
+        await self.finish(c, ep, await self.attempt(c, ep))
 
-    async def fail(self, c: Claimed, ep: Endpoint, error: str) -> None:
+    async def fail(self, c: Claimed, ep: EndpointView, error: str) -> None:
         """Record a failed attempt that could not be made (``error``: safe to show)."""
         metrics.ATTEMPTS.labels("error").inc()
-        await self._finish(c, ep, AttemptResult(None, "error", error, self.clock(), 0.0))
+        await self.finish(c, ep, AttemptResult(None, "error", error, self.clock(), 0.0))
 
-    async def _attempt(self, c: Claimed, ep: Endpoint) -> AttemptResult:
+    async def attempt(self, c: Claimed, ep: EndpointView) -> AttemptResult:
         """One HTTP attempt. Never raises (but for cancellation): whatever goes wrong while
         building the request (headers, signature), sending it or reading the answer is a failed
         attempt with an error text safe to store, log and show (:func:`safe_error`)."""
@@ -108,25 +100,16 @@ class AttemptRunner:
                 custom=ep.headers,
             )
             async with asyncio.timeout(self.settings.attempt_timeout_s):
-                async with self.client.stream("POST", ep.url, content=body, headers=headers) as resp:
-                    status = resp.status_code
-                    length = resp.headers.get("content-length")
-                    if length is not None and length.isdigit() and int(length) <= _MAX_RESPONSE_READ:
-                        await resp.aread()  # lets the connection be reused
+                status = await self.client.post(ep.url, body, headers)
             outcome = outcome_of(status)
             if outcome != "2xx":
                 error = f"HTTP {status}"
-        except (TimeoutError, httpx.TimeoutException):
+        except TimeoutError:
             outcome, error = "timeout", f"no answer within {self.settings.attempt_timeout_s:g}s"
-        except InvalidHeader as exc:
+        except (InvalidHeader, HttpError) as exc:
             outcome, error = "error", str(exc)
         except UnsafeURLError as exc:
             outcome, error = "error", exc.reason
-        except httpx.LocalProtocolError as exc:
-            # Its text quotes the offending request line or header, value included.
-            outcome, error = "error", f"the request could not be written ({type(exc).__name__})"
-        except httpx.HTTPError as exc:
-            outcome, error = "error", f"{type(exc).__name__}: {exc}"
         except Exception as exc:
             outcome, error = "error", f"the request could not be made ({type(exc).__name__})"
             log.warning(
@@ -142,7 +125,7 @@ class AttemptRunner:
         metrics.ATTEMPT_SECONDS.observe(duration)
         return AttemptResult(status if outcome != "timeout" else None, outcome, error, started, duration)
 
-    def _next(self, c: Claimed, ep: Endpoint, r: AttemptResult) -> tuple[DeliveryStatus, datetime | None]:
+    def _next(self, c: Claimed, ep: EndpointView, r: AttemptResult) -> tuple[DeliveryStatus, datetime | None]:
         """What the delivery becomes after attempt ``r``, and when it is due again (pending)."""
         if r.outcome == "2xx":
             return DeliveryStatus.DELIVERED, None
@@ -152,12 +135,13 @@ class AttemptRunner:
         retry_in = timedelta(milliseconds=ep.retry_interval_ms * (1 + random.uniform(-j, j)))
         return DeliveryStatus.PENDING, self.clock() + retry_in
 
-    async def _finish(self, c: Claimed, ep: Endpoint, r: AttemptResult) -> None:
+    async def finish(self, c: Claimed, ep: EndpointView, r: AttemptResult) -> None:
+        """Record attempt ``r`` of ``c`` and what the delivery becomes (retry, delivered,
+        failed); announce a delivery that ended. Raises the store's errors (nothing recorded:
+        the delivery is attempted again after its lease)."""
         number = c.attempt_count + 1
         status, next_at = self._next(c, ep, r)
-        updated = await self.deliveries.record_attempt(
-            c, r, url=ep.url or "", status=status, next_attempt_at=next_at
-        )
+        updated = await self.record(AttemptRecord(c, r, ep.url or "", status, next_at))
         if not updated:
             return
         log.info(

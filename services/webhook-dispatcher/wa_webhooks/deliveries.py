@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Update, and_, func, or_, select, update
 
@@ -19,6 +19,9 @@ from wa_common.ids import new_id
 from wa_common.schemas.status import DeliveryStatus
 from wa_webhooks.models import Attempt, Delivery, Endpoint
 from wa_webhooks.store import Store
+
+if TYPE_CHECKING:
+    from wa_webhooks.replica import EndpointView
 
 PENDING = DeliveryStatus.PENDING
 
@@ -35,7 +38,9 @@ class NewDelivery:
     occurred_at: datetime
 
     @classmethod
-    def to(cls, ep: Endpoint, *, event_id: str, event: str, body: str, occurred_at: datetime) -> NewDelivery:
+    def to(
+        cls, ep: Endpoint | EndpointView, *, event_id: str, event: str, body: str, occurred_at: datetime
+    ) -> NewDelivery:
         """``body`` for ``ep``'s URL, with its ``maxRetries``."""
         return cls(event_id, ep.instance_id, ep.user_id, event, ep.url, body, ep.max_retries, occurred_at)
 

@@ -28,20 +28,22 @@ def _parse_iso(value: str) -> datetime | None:
         return None
 
 
-def _newer(incoming: str, stored: str) -> bool:
+def is_newer(incoming: str, stored: str) -> bool:
+    """Whether a snapshot stamped ``incoming`` (ISO 8601 ``updatedAt``) replaces one stamped
+    ``stored`` (the same stamp too: re-applying a snapshot is harmless)."""
     a, b = _parse_iso(incoming), _parse_iso(stored)
     if a is None or b is None:
         return incoming >= stored
     return a >= b
 
 
-# Replica columns named as the snapshot's fields (the others are mapped in ``_row``).
+# Replica columns named as the snapshot's fields (the others are mapped in ``snapshot_row``).
 _FROM_SNAPSHOT = ("instance_id", "user_id", "updated_at")
 _FROM_SETTINGS = ("notify_received", "notify_sent", "notify_delivery", "notify_read", "max_retries", "secret")
 _NOTHING_WANTED = dict(notify_received=False, notify_sent=False, max_retries=0)
 
 
-def _row(snap: InstanceSnapshot, *, deleted: bool = False) -> dict[str, Any]:
+def snapshot_row(snap: InstanceSnapshot, *, deleted: bool = False) -> dict[str, Any]:
     """The replica row of a snapshot."""
     ws = snap.webhook_settings
     same = {n: getattr(snap, n) for n in _FROM_SNAPSHOT} | {n: getattr(ws, n) for n in _FROM_SETTINGS}
@@ -49,12 +51,12 @@ def _row(snap: InstanceSnapshot, *, deleted: bool = False) -> dict[str, Any]:
     return same | renamed | {"headers": dict(ws.headers), "deleted": deleted}
 
 
-def _tombstone(instance_id: str, user_id: str) -> dict[str, Any]:
+def tombstone_row(instance_id: str, user_id: str) -> dict[str, Any]:
     """The replica row of a deleted instance: no URL, nothing enabled or wanted, no secret."""
     snap = InstanceSnapshot(
         instance_id=instance_id, user_id=user_id, name="", updated_at=TOMBSTONE_UPDATED_AT
     )
-    return _row(snap, deleted=True) | _NOTHING_WANTED
+    return snapshot_row(snap, deleted=True) | _NOTHING_WANTED
 
 
 class EndpointStore(Store):
@@ -62,7 +64,7 @@ class EndpointStore(Store):
 
     async def apply_snapshot(self, snap: InstanceSnapshot) -> bool:
         """Store the snapshot unless a newer one (or a tombstone) is stored; True if applied."""
-        values = _row(snap)
+        values = snapshot_row(snap)
         async with self.sessions.begin() as s:
             current = (
                 await s.execute(
@@ -72,7 +74,7 @@ class EndpointStore(Store):
             if current is None:
                 await s.execute(self.insert(Endpoint).values(**values).on_conflict_do_nothing())
                 return True
-            if current.deleted or not _newer(snap.updated_at, current.updated_at):
+            if current.deleted or not is_newer(snap.updated_at, current.updated_at):
                 return False
             for key, value in values.items():
                 setattr(current, key, value)
@@ -85,7 +87,7 @@ class EndpointStore(Store):
             # concurrently must not make this fail on the primary key.
             await s.execute(
                 self.insert(Endpoint)
-                .values(**_tombstone(instance_id, user_id))
+                .values(**tombstone_row(instance_id, user_id))
                 .on_conflict_do_update(
                     index_elements=[Endpoint.instance_id],
                     set_={"deleted": True, "enabled": False, "secret": None},
@@ -97,6 +99,11 @@ class EndpointStore(Store):
                 )
             )
             return int(result.rowcount or 0)
+
+    async def all(self) -> list[Endpoint]:
+        """Every row of the replica (tombstones included): what a process loads at start."""
+        async with self.sessions() as s:
+            return list((await s.execute(select(Endpoint))).scalars())
 
     async def get(self, instance_id: str) -> Endpoint | None:
         """The instance's settings (a tombstone included), ``None`` when never seen."""

@@ -1,5 +1,5 @@
-"""Events into the outbox: one delivery per interested instance, written before the bus message
-is acked (the consumer returns only after this committed) and idempotent on the event id."""
+"""Events into deliveries: one per interested instance whose settings want the event (the outbox
+write itself is ``intake``'s: before the bus message is acked, idempotent on the event id)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,22 @@ from wa_common.schemas import Event, EventType
 from wa_common.schemas.events import WEBHOOK_EVENT_TYPES
 from wa_webhooks.deliveries import NewDelivery
 from wa_webhooks.models import Endpoint
-from wa_webhooks.repository import Repository
+from wa_webhooks.replica import EndpointReplica, EndpointView
 from wa_webhooks.service import wants, webhook_body, webhook_data
 
 
-async def interested(repo: Repository, event: Event) -> list[Endpoint]:
-    """The instances ``event`` may concern: its own, or for ``limit_exceeded`` without an
-    instance every webhook-enabled instance of ``event.user_id``."""
+async def interested(replica: EndpointReplica, event: Event) -> list[EndpointView]:
+    """The live instances ``event`` may concern: its own, or for ``limit_exceeded`` without an
+    instance every webhook-enabled instance of ``event.user_id`` (from the store: rare)."""
     if event.instance_id:
-        ep = await repo.endpoints.get(event.instance_id)
-        return [ep] if ep is not None and not ep.deleted else []
+        ep = await replica.lookup(event.instance_id)
+        return [ep] if ep is not None and ep.live else []
     if event.type == EventType.LIMIT_EXCEEDED and event.user_id:
-        return await repo.endpoints.of_user(event.user_id)
+        return await replica.of_user(event.user_id)
     return []
 
 
-def delivery_for(ep: Endpoint, event: Event) -> NewDelivery | None:
+def delivery_for(ep: Endpoint | EndpointView, event: Event) -> NewDelivery | None:
     """``event``'s delivery to ``ep``, or ``None`` when its settings do not want it. ``data.instanceId``
     is the endpoint's instance (``limit_exceeded`` about a whole user names none)."""
     if not wants(
@@ -41,11 +41,10 @@ def delivery_for(ep: Endpoint, event: Event) -> NewDelivery | None:
     return NewDelivery.to(ep, event_id=event.id, event=event.type, body=body, occurred_at=event.occurred_at)
 
 
-async def ingest(repo: Repository, event: Event) -> int:
-    """Write the deliveries ``event`` causes (webhook-visible events only); returns how many
-    were new (a redelivered event adds nothing)."""
+async def deliveries_for(replica: EndpointReplica, event: Event) -> list[tuple[NewDelivery, EndpointView]]:
+    """The deliveries ``event`` causes (webhook-visible events only), each with its endpoint's
+    settings; no store work unless an instance is not in the replica yet."""
     if event.type not in WEBHOOK_EVENT_TYPES:
-        return 0
-    endpoints = await interested(repo, event)
-    items = [d for ep in endpoints if (d := delivery_for(ep, event)) is not None]
-    return len(await repo.deliveries.enqueue(items))
+        return []
+    endpoints = await interested(replica, event)
+    return [(d, ep) for ep in endpoints if (d := delivery_for(ep, event)) is not None]

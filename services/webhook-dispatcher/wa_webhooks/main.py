@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import FastAPI
 
-from wa_common.bus import SERVICE_QUEUES, WEBHOOKS_QUERY_QUEUE
+from wa_common.bus import EXCHANGE_EVENTS, SERVICE_QUEUES, WEBHOOKS_QUERY_QUEUE
 from wa_common.cli import run_cli
 from wa_common.db import create_engine, ping
 from wa_common.logs import get_logger
@@ -14,13 +14,15 @@ from wa_common.migrations import upgrade
 from wa_common.netguard import Resolver
 from wa_common.runtime import Runtime, create_app, serve
 from wa_webhooks.api import SERVICE, WebhooksApi
-from wa_webhooks.consumers import EventConsumer
+from wa_webhooks.consumers import EventConsumer, ReplicaFollower
 from wa_webhooks.housekeeping import run_gauges, run_retention
 from wa_webhooks.outbox import Dispatcher
 from wa_webhooks.repository import Repository
 from wa_webhooks.settings import WebhooksSettings
 
 log = get_logger(__name__)
+
+EVENTS_PREFETCH = 256  # events in flight: what one group-commit window of the outbox can hold
 
 
 def build_app(settings: WebhooksSettings | None = None, *, resolver: Resolver | None = None) -> FastAPI:
@@ -54,11 +56,30 @@ def build_app(settings: WebhooksSettings | None = None, *, resolver: Resolver | 
             log.info("webhook targets restricted to public addresses")
         else:
             log.warning("webhook targets may be private/loopback addresses (development setting)")
+        # Every process follows instance.* events for its in-memory settings replica (the durable
+        # queue gives each event to one replica only); subscribed before the replica is loaded so
+        # nothing falls between. Events missed while the connection was down: reload.
+        follower = await bus.consume_transient(
+            [(EXCHANGE_EVENTS, key) for key in ReplicaFollower.BINDING_KEYS],
+            ReplicaFollower(dispatcher.replica),
+            name_prefix="wa.webhooks.replica",
+        )
+
+        async def reload_replica() -> None:
+            try:
+                await dispatcher.replica.load()
+            except Exception as exc:
+                log.warning("webhook settings replica not reloaded", error=str(exc))
+
+        bus.connection.reconnect_callbacks.add(
+            lambda *_: runtime.tasks.spawn(reload_replica(), name="webhook-replica-reload")
+        )
         runtime.tasks.spawn(dispatcher.run(), name="webhook-scheduler")
         runtime.tasks.spawn(run_gauges(repo.deliveries), name="webhook-outbox-gauges")
         runtime.tasks.spawn(run_retention(repo.retention, settings.retention_days), name="webhook-retention")
         consumers = [
-            await bus.consume(SERVICE_QUEUES[SERVICE], EventConsumer(dispatcher)),
+            follower,
+            await bus.consume(SERVICE_QUEUES[SERVICE], EventConsumer(dispatcher), prefetch=EVENTS_PREFETCH),
             await bus.consume(WEBHOOKS_QUERY_QUEUE, api.router.consumer(bus)),
         ]
 

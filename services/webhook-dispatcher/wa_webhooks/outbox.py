@@ -1,8 +1,12 @@
-"""The dispatcher: claims due deliveries from the outbox and runs each as its own task.
+"""The dispatcher: ingests events into the outbox and runs each delivery as its own task.
 
-Flow: :meth:`Dispatcher.ingest` writes one delivery row per interested instance (``ingest``).
-The scheduler loop (:meth:`Dispatcher.run`) claims due rows with a lease (``deliveries``) and
-starts a task per row, which makes the attempt (``attempt``):
+Flow: :meth:`Dispatcher.ingest` turns an event into one delivery per interested instance
+(``ingest``, settings from the in-memory replica ``replica``) and writes them by group commit
+(``intake``): rows this process has room for are inserted leased to it and started at once. The
+scheduler loop (:meth:`Dispatcher.run`) claims the other due rows (retries, rows whose lease ran
+out, rows written by the API) with a lease (``deliveries``) and starts them the same way. A task
+makes the attempt (``attempt``), gives its endpoint slot back as soon as the answer is in, and
+has the attempt recorded by group commit (``recorder``):
 
 - per endpoint (``scheme://host:port``) at most ``per_host_concurrency`` attempts run at once and
   7 times as many queue behind them; while an endpoint is that full, its instances are left out
@@ -12,15 +16,15 @@ starts a task per row, which makes the attempt (``attempt``):
 - the lease is renewed just before the attempt when what is left of it would not cover the
   attempt, so a delivery another replica took over after a long queueing is not sent twice.
 
-Settings are read from the replica at each attempt: a changed URL, secret or headers apply to
-retries, and a deleted instance or disabled webhooks cancel the pending delivery.
+Settings are read from the replica when a delivery is started: a changed URL, secret or headers
+apply to retries, and a deleted instance or disabled webhooks cancel the pending delivery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -33,9 +37,12 @@ from wa_common.schemas import Event
 from wa_common.schemas.status import DeliveryStatus
 from wa_webhooks import metrics
 from wa_webhooks.attempt import AttemptRunner, Publish, webhook_client
+from wa_webhooks.batch_writes import BatchWrites
 from wa_webhooks.deliveries import Claimed
-from wa_webhooks.ingest import ingest
-from wa_webhooks.models import Endpoint
+from wa_webhooks.ingest import deliveries_for
+from wa_webhooks.intake import Intake
+from wa_webhooks.recorder import AttemptRecorder
+from wa_webhooks.replica import EndpointReplica, EndpointView
 from wa_webhooks.repository import Repository
 from wa_webhooks.settings import WebhooksSettings
 
@@ -77,7 +84,12 @@ class Dispatcher:
         self.repo = repo
         self.settings = settings
         self.clock = repo.clock
-        self.attempts = AttemptRunner(repo.deliveries, settings, webhook_client(settings, resolver), publish)
+        self.replica = EndpointReplica(repo.endpoints)
+        writes = BatchWrites(repo.engine, sessions=repo.sessions, clock=repo.clock)
+        self.recorder = AttemptRecorder(writes)
+        self.attempts = AttemptRunner(
+            settings, webhook_client(settings, resolver), self.recorder.record, repo.clock, publish
+        )
         self._spawn = spawn or _default_spawn
         self._wake = asyncio.Event()
         self._in_flight: set[str] = set()
@@ -90,6 +102,14 @@ class Dispatcher:
         self._no_attempts.set()
         self._lease = timedelta(seconds=max(settings.lease_s, 2 * (settings.attempt_timeout_s + 5)))
         self._margin = timedelta(seconds=settings.attempt_timeout_s + 5)
+        self.intake = Intake(
+            writes,
+            lease=self._lease,
+            room=self._room,
+            hand_over=self._hand_over,
+            wake=self.wake,
+            clock=repo.clock,
+        )
 
     async def close(self) -> None:
         """Stop starting attempts, let running ones finish and be recorded (up to the attempt
@@ -110,18 +130,34 @@ class Dispatcher:
         return len(self._in_flight)
 
     async def ingest(self, event: Event) -> int:
-        """Write the deliveries ``event`` causes to the outbox (``ingest.ingest``); returns how
-        many were new."""
-        inserted = await ingest(self.repo, event)
-        if inserted:
-            self.wake()
-        return inserted
+        """Write the deliveries ``event`` causes to the outbox (webhook-visible events only;
+        ``ingest.deliveries_for``) and start them; returns how many were new (a redelivered event
+        adds nothing). Returns once they are committed; raises the store's errors."""
+        items = await deliveries_for(self.replica, event)
+        return await self.intake.submit(items) if items else 0
+
+    def _room(self) -> int:
+        """How many more deliveries this process takes on now (none while closing)."""
+        return 0 if self._closing else self.settings.max_in_flight - len(self._in_flight)
+
+    async def _hand_over(self, started: list[tuple[Claimed, EndpointView]]) -> None:
+        """Start new rows leased to us at insert (``intake``); never raises: a row not started
+        keeps its lease and is claimed again when it runs out."""
+        try:
+            await self._launch(started)
+        except Exception:
+            log.exception("new deliveries not started; claimed again after their lease")
 
     # --- scheduler ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Claim and start due deliveries until cancelled."""
+        """Load the settings replica, then claim and start due deliveries until cancelled."""
         s = self.settings
+        try:
+            count = await self.replica.load()
+            log.info("webhook settings replica loaded", instances=count)
+        except Exception as exc:  # instances are then looked up in the store on first use
+            log.warning("webhook settings replica not loaded", error=str(exc))
         while not self._closing:
             claimed: list[Claimed] = []
             try:
@@ -152,11 +188,14 @@ class Dispatcher:
         ]
 
     async def _start(self, claimed: list[Claimed]) -> None:
-        """Start a task per claimed delivery; hand back those whose endpoint is saturated."""
-        endpoints = await self.repo.endpoints.get_many(sorted({c.instance_id for c in claimed}))
+        """Start claimed deliveries with their endpoints' settings (:meth:`_launch`)."""
+        endpoints = await self.replica.lookup_many(sorted({c.instance_id for c in claimed}))
+        await self._launch([(c, endpoints.get(c.instance_id)) for c in claimed])
+
+    async def _launch(self, started: Sequence[tuple[Claimed, EndpointView | None]]) -> None:
+        """Start a task per leased delivery; hand back those whose endpoint is saturated."""
         busy: list[Claimed] = []
-        for c in claimed:
-            ep = endpoints.get(c.instance_id)
+        for c, ep in started:
             slot: _HostSlot | None = None
             if ep is not None and ep.url and ep.enabled and not ep.deleted:
                 try:
@@ -199,11 +238,16 @@ class Dispatcher:
 
     # --- one delivery ---------------------------------------------------------------------------
 
+    def _attempt_done(self) -> None:
+        self._attempting -= 1
+        if self._attempting == 0:
+            self._no_attempts.set()
+
     async def _cancel(self, c: Claimed, reason: str) -> None:
         await self.repo.deliveries.cancel(c, reason)
         metrics.DELIVERIES_FINISHED.labels(DeliveryStatus.CANCELLED.value).inc()
 
-    async def _deliver(self, c: Claimed, ep: Endpoint | None, slot: _HostSlot | None) -> None:
+    async def _deliver(self, c: Claimed, ep: EndpointView | None, slot: _HostSlot | None) -> None:
         try:
             if ep is None or ep.deleted:
                 return await self._cancel(c, "instance deleted")
@@ -224,11 +268,17 @@ class Dispatcher:
                 self._attempting += 1
                 self._no_attempts.clear()
                 try:
-                    await self.attempts.run(c, ep)
-                finally:
-                    self._attempting -= 1
-                    if self._attempting == 0:
-                        self._no_attempts.set()
+                    result = await self.attempts.attempt(c, ep)
+                except BaseException:
+                    self._attempt_done()
+                    raise
+            # The endpoint's slot is free as soon as the answer is in; recording waits for its window.
+            self._leave(slot)
+            slot = None
+            try:
+                await self.attempts.finish(c, ep, result)
+            finally:
+                self._attempt_done()
         except asyncio.CancelledError:
             raise
         except Exception:
