@@ -1,7 +1,7 @@
 """One attempt of a claimed delivery: the HTTP ``POST``, its record, and what comes next.
 
-- one attempt = one ``POST`` through the SSRF-guarded client (``http_client``, no redirects), bounded by
-  ``attempt_timeout_s`` overall; 2xx = delivered, anything else (3xx/4xx/5xx, timeout,
+- one attempt = one ``POST`` through the SSRF-guarded client (:mod:`~wa_webhooks.poster`, no
+  redirects), bounded by ``attempt_timeout_s`` overall; 2xx = delivered, anything else (3xx/4xx/5xx, timeout,
   connection error, refused address, and any exception while building, signing, sending or
   reading — a custom header HTTP cannot carry, for one) = failed attempt, logged in the attempt
   log with an error text that never contains the secret, a custom header value or the URL;
@@ -30,7 +30,7 @@ from wa_common.schemas.wire import iso_ms
 from wa_webhooks import metrics
 from wa_webhooks.batch_writes import AttemptRecord
 from wa_webhooks.deliveries import AttemptResult, Claimed
-from wa_webhooks.http_client import HttpError, LeanClient
+from wa_webhooks.poster import GuardedPoster, HttpError
 from wa_webhooks.replica import EndpointView
 from wa_webhooks.service import InvalidHeader, outcome_of, request_headers, safe_error
 from wa_webhooks.settings import WebhooksSettings
@@ -46,12 +46,13 @@ def _secrets(ep: EndpointView) -> list[str | None]:
     return [ep.secret, ep.url, *(str(v) for v in (ep.headers or {}).values())]
 
 
-def webhook_client(settings: WebhooksSettings, resolver: Resolver | None = None) -> LeanClient:
+def webhook_client(settings: WebhooksSettings, resolver: Resolver | None = None) -> GuardedPoster:
     """The SSRF-guarded HTTP client of the attempts (``resolver`` replaces DNS: tests)."""
-    return LeanClient(
+    return GuardedPoster(
         allow_private=settings.private_targets_allowed,
+        timeout_s=settings.attempt_timeout_s,
+        max_connections=settings.max_in_flight,
         resolver=resolver,
-        max_idle=settings.per_host_concurrency,
     )
 
 
@@ -62,7 +63,7 @@ class AttemptRunner:
     ``publish`` sends ``webhook.delivered``/``webhook.failed`` (``None``: not published)."""
 
     settings: WebhooksSettings
-    client: LeanClient
+    client: GuardedPoster
     record: Record
     clock: Clock
     publish: Publish | None = None
