@@ -72,8 +72,11 @@ fmt: install
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
+# The issue-15 throughput run (about 6 min on 2 cores); BENCH_ARGS="--stores sqlite", "--failover",
+# "--no-write" ... (see `python -m bench --help`).
+BENCH_ARGS ?= --kill-worker
 bench: install
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 demo: install
 	$(PY) -m tests.demo

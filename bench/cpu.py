@@ -15,6 +15,7 @@ background is measured over a quiet window first and subtracted pro rata (``idle
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import time
@@ -66,7 +67,7 @@ class CpuMeter:
     def __init__(self, groups: Mapping[str, Callable[[], list[int]]]):
         self.groups = dict(groups)
         for name, user in SYSTEM_USERS.items():
-            self.groups.setdefault(name, lambda user=user: _pids_of_user(user))
+            self.groups.setdefault(name, functools.partial(_pids_of_user, user))
 
     def snapshot(self) -> Snapshot:
         per_pid: dict[tuple[str, int], float] = {}

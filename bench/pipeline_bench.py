@@ -1,26 +1,36 @@
-"""Pipeline benchmark (``make bench`` = ``python -m bench``): the whole system, end to end, in one
-run on this machine, each figure next to a reference measured in the same run.
+"""Pipeline benchmark (``make bench`` = ``python -m bench``): what issue 15 ("Throughput") asks,
+measured in one run on this machine, each figure beside a reference measured in the same run.
 
-The system runs as processes (``tests/harness.py``: auth, stats, webhook dispatcher, two session
-workers on the simulator engine, the gateway; a fresh RabbitMQ vhost and fresh PostgreSQL
-databases), driven through the public REST API with httpx; webhooks go to a receiver on loopback
-(``tests/support/webhooks.py``) that verifies every signature.
+The system runs as processes (``tests/harness.py``: auth, stats, webhook dispatcher, ``--workers``
+session workers on the simulator engine, the gateway; a fresh RabbitMQ vhost; fresh PostgreSQL
+databases, or SQLite files with ``--stores sqlite``; ``WA_SHARDS=--shards``, 64 by default),
+driven through the public REST API by the lean keep-alive client (``bench/lean_client.py``).
+Sends are texts to the simulated external contact; ``message_sent`` webhooks go to a receiver on
+loopback (``tests/support/webhooks.py``) that verifies every signature.
 
-Measured:
+Measured (latencies in ms, rates per second, CPU in ms per send):
 
-1. **Pipeline** — ``--sends`` text sends from ``--concurrency`` clients spread over a few linked
-   instances: sustained sends/s end to end (first request → last ``message_sent`` webhook
-   received: API accepted → stored → event → webhook), p50/p99 of the send API, p50/p99 of
-   event → webhook (the event's timestamp to the webhook's arrival).
-2. **The same load with ``--instances`` connected instances** across the two workers.
-3. **Failover** — SIGKILL of the worker holding the most sessions; time until every one of its
-   instances is ``connected`` again on the survivor (default lease timings).
+1. **References**: a bare FastAPI endpoint (uvicorn, one process) under the same lean client at
+   the same concurrency (req/s, p50/p99, its CPU ms per request); a raw aio-pika confirmed
+   publish → consume round trip (round trips/s, p50/p99).
+2. **Saturation**: ``--sends`` sends from ``--clients`` closed-loop clients over ``--instances``
+   instances: sends/s end to end (first send → last webhook), send API p50/p99, event → webhook
+   p50/p99 (the event's timestamp to the webhook's arrival), and CPU ms per send per process and in
+   total (services + RabbitMQ + PostgreSQL; the bench process beside it), idle background
+   subtracted (``bench/cpu.py``).
+3. **One instance alone**: ``--one-clients`` clients each send ``--one-sends`` numbered messages
+   through one instance, each waiting for its previous 200: sends/s, and per client the order of
+   its messages in the instance's chat history and in the webhooks (violations counted).
+4. **Open loop**: ``--rate`` sends/s offered over the instances for ``--open-seconds``: send API
+   p50/p99 (from the scheduled time) and event → webhook p50/p99.
+5. **Kill** (``--kill-worker``): a saturation load during which one session worker is SIGKILLed:
+   sends accepted vs messages stored (chat histories) vs ``message_sent`` webhooks (after up to
+   120 s) — equal when nothing is lost.
+6. **Failover** (``--failover``): ``--linked`` connected instances, then SIGKILL of the worker
+   with the most sessions; seconds until every instance is connected again.
 
-References, same run, same machine: a bare FastAPI endpoint (uvicorn, one process) under the
-same request load, and a raw aio-pika publish → consume round trip (publisher confirms, one
-classic queue) at the same concurrency. Ratios to them stay comparable across machines and load.
-
-A section with the exact command is prepended to ``bench/RESULTS.md`` (newest first).
+A section with the exact command is prepended to ``bench/RESULTS.md`` (newest first) unless
+``--no-write``.
 """
 
 from __future__ import annotations
@@ -34,8 +44,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,67 +54,42 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.gateway_bench import bare_baseline  # noqa: E402
+from bench import report  # noqa: E402
+from bench.cpu import CpuMeter, per_operation_ms  # noqa: E402
+from bench.load import (  # noqa: E402
+    CONTACT,
+    SECRET,
+    Hooks,
+    LoadResult,
+    bare_reference,
+    closed_loop,
+    history,
+    meter_for,
+    open_loop,
+    ordered_clients,
+    parse_ts,
+    pct,
+)
 from tests.harness import Cluster  # noqa: E402
-from tests.support.webhooks import Hook, WebhookReceiver  # noqa: E402
 from wa_common.ids import new_id  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
+__all__ = ["AMQP_HOST", "CONTACT", "Bench", "main", "parse_ts", "pct", "rabbitmqctl"]
+
 AMQP_HOST = os.environ.get("TEST_AMQP_HOST", "127.0.0.1:5672")
-CONTACT = "79001234567"
-SECRET = "bench-secret"
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def parse_ts(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-@dataclass
-class PipelineResult:
-    sends: int
-    accepted: int
-    elapsed_s: float
-    api_ms: list[float] = field(default_factory=list)
-    hook_ms: list[float] = field(default_factory=list)
-    lost: int = 0
-    bad_signatures: int = 0
-
-    @property
-    def rate(self) -> float:
-        return self.accepted / self.elapsed_s if self.elapsed_s else 0.0
 
 
 class Bench:
-    def __init__(
-        self, args: argparse.Namespace, cluster: Cluster, api: httpx.AsyncClient, admin: dict[str, str]
-    ):
-        self.args = args
+    """Instance set-up through the API (admin API key), and the failover measure."""
+
+    def __init__(self, cluster: Cluster, api: httpx.AsyncClient, admin: dict[str, str], hooks: Hooks):
         self.cluster = cluster
         self.api = api
         self.admin = admin
-        self.receiver = WebhookReceiver(on_hook=self._on_hook)
-        self.arrivals: dict[str, tuple[float, Hook]] = {}  # messageId -> (wall time, hook)
-        self.waiters: dict[str, asyncio.Event] = {}
-
-    def _on_hook(self, hook: Hook) -> None:
-        if hook.event != "message_sent":
-            return
-        message_id = str(hook.data.get("messageId"))
-        if message_id not in self.arrivals:
-            self.arrivals[message_id] = (time.time(), hook)
-            waiter = self.waiters.get(message_id)
-            if waiter is not None:
-                waiter.set()
+        self.hooks = hooks
 
     async def create_and_link(self, count: int, *, webhook: bool, concurrency: int = 16) -> list[str]:
-        """``count`` instances created and linked through the API (simulated phone scans)."""
+        """``count`` instances created and linked through the API (simulated phone scans); with
+        ``webhook``, ``message_sent`` webhooks (only those) go to the loopback receiver."""
         ids: list[str] = []
         limit = asyncio.Semaphore(concurrency)
 
@@ -115,7 +98,7 @@ class Bench:
                 body: dict[str, Any] = {"name": f"bench-{n}"}
                 if webhook:
                     body.update(
-                        webhookUrl=self.receiver.url("bench", SECRET),
+                        webhookUrl=self.hooks.url(),
                         webhookEnabled=True,
                         webhookSecret=SECRET,
                         notifySent=True,
@@ -166,68 +149,23 @@ class Bench:
 
         await self._until(all_connected, timeout_s, f"{len(ids)} instances connected")
 
-    async def pipeline(self, senders: list[str]) -> PipelineResult:
-        """``--sends`` sends at ``--concurrency`` over ``senders``; waits for every webhook."""
-        sends, concurrency = self.args.sends, self.args.concurrency
-        result = PipelineResult(sends=sends, accepted=0, elapsed_s=0.0)
-        remaining = sends
-        accepted: list[str] = []
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=self.cluster.gateway_url, timeout=60, limits=limits) as client:
-
-            async def worker(w: int) -> None:
-                nonlocal remaining
-                iid = senders[w % len(senders)]
-                while remaining > 0:
-                    remaining -= 1
-                    started = time.perf_counter()
-                    r = await client.post(
-                        f"/api/whatsapp/{iid}/send",
-                        headers=self.admin,
-                        json={"phone": CONTACT, "message": f"bench {new_id()}"},
-                    )
-                    if r.status_code == 200:
-                        result.api_ms.append((time.perf_counter() - started) * 1000)
-                        message_id = r.json()["id"]
-                        accepted.append(message_id)
-                        if message_id not in self.arrivals:
-                            self.waiters[message_id] = asyncio.Event()
-
-            started = time.perf_counter()
-            await asyncio.gather(*(worker(w) for w in range(concurrency)))
-            deadline = time.monotonic() + 120
-            for message_id in accepted:
-                waiter = self.waiters.get(message_id)
-                if waiter is not None and not waiter.is_set():
-                    try:
-                        await asyncio.wait_for(waiter.wait(), max(0.01, deadline - time.monotonic()))
-                    except TimeoutError:
-                        result.lost += 1
-            result.elapsed_s = time.perf_counter() - started
-        result.accepted = len(accepted)
-        for message_id in accepted:
-            arrival = self.arrivals.get(message_id)
-            if arrival is None:
-                continue
-            at, hook = arrival
-            result.hook_ms.append(max(0.0, (at - parse_ts(hook.body["timestamp"])) * 1000))
-            if hook.verified is not True:
-                result.bad_signatures += 1
-        return result
+    async def workers(self) -> list[dict[str, Any]]:
+        """``GET /api/admin/workers``: ``[{id, sessions, ...}]``."""
+        r = await self.api.get("/api/admin/workers", headers=self.admin)
+        r.raise_for_status()
+        return list(r.json()["workers"])
 
     async def failover(self) -> tuple[str, int, float]:
         """SIGKILL the worker with the most sessions; seconds until all its instances are connected."""
-        workers = (await self.api.get("/api/admin/workers", headers=self.admin)).json()
-        victim = max(workers["workers"], key=lambda w: w["sessions"])
+        victim = max(await self.workers(), key=lambda w: w["sessions"])
         statuses = await self.statuses()
         started = time.monotonic()
         self.cluster.kill(victim["id"])
 
         async def taken_over() -> bool:
-            # The survivor runs every session (the store still says `connected` for the dead
+            # The survivors run every session (the store still says `connected` for the dead
             # worker's instances until then), and every instance is connected.
-            now = (await self.api.get("/api/admin/workers", headers=self.admin)).json()
-            alive = [w for w in now["workers"] if w["id"] != victim["id"]]
+            alive = [w for w in await self.workers() if w["id"] != victim["id"]]
             if sum(w["sessions"] for w in alive) < len(statuses):
                 return False
             current = await self.statuses()
@@ -287,6 +225,68 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=120, capture_output=True)
 
 
+async def saturation(
+    args: argparse.Namespace, cluster: Cluster, key: str, hooks: Hooks, senders: list[str]
+) -> LoadResult:
+    """The closed-loop saturation load with CPU metering: idle background over 5 s first, then
+    ``--sends`` sends; ``extra["cpu_ms"]``: CPU ms per accepted send per group (idle subtracted),
+    ``extra["cpu_raw_ms"]``: the same without the subtraction, ``extra["idle"]``: idle CPU s per wall
+    s per group."""
+    meter: CpuMeter = meter_for(cluster, postgres=args.stores == "postgres")
+    idle = await asyncio.to_thread(meter.idle_rate, 5.0)
+    before = meter.snapshot()
+    result = await closed_loop("sat", cluster.gateway_url, key, hooks, senders, args.sends, args.clients)
+    after = meter.snapshot()
+    used = CpuMeter.used(before, after)
+    result.extra["cpu_ms"] = per_operation_ms(used, after.at - before.at, idle, len(result.accepted))
+    result.extra["cpu_raw_ms"] = per_operation_ms(used, after.at - before.at, {}, len(result.accepted))
+    result.extra["idle"] = idle
+    return result
+
+
+async def kill_run(
+    args: argparse.Namespace, cluster: Cluster, bench: Bench, key: str, senders: list[str]
+) -> LoadResult:
+    """A saturation load of ``--sends`` sends during which the worker with the most sessions is
+    SIGKILLed once a third of the sends have been answered. Afterwards (webhooks waited for up to
+    120 s, every instance connected again) ``extra``: ``victim``, ``stored`` (the load's messages
+    found in the chat histories among the accepted ones), ``webhooks`` (distinct ``message_sent``
+    webhooks of accepted sends), ``stored_refused``/``webhooks_refused`` (the same for sends that
+    were not answered 200: sent although the caller was told otherwise)."""
+    victim = max(await bench.workers(), key=lambda w: w["sessions"])
+    killed = False
+
+    def progress(answered: int) -> None:
+        nonlocal killed
+        if not killed and answered >= args.sends // 3:
+            killed = True
+            cluster.kill(victim["id"])
+
+    result = await closed_loop(
+        "kill", cluster.gateway_url, key, bench.hooks, senders, args.sends, args.clients, on_progress=progress
+    )
+    await bench.wait_connected(set(senders), timeout_s=180)
+    stored: set[str] = set()
+    for iid in senders:
+        stored.update(
+            str(m.get("content") or "")
+            for m in await history(cluster.gateway_url, key, iid)
+            if str(m.get("content") or "").startswith("kill-")
+        )
+    accepted = set(result.accepted)
+    hooked = {t for t in bench.hooks.arrivals if t.startswith("kill-")}
+    result.extra.update(
+        victim=victim["id"],
+        victim_sessions=int(victim["sessions"]),
+        stored=len(stored & accepted),
+        webhooks=len(hooked & accepted),
+        stored_refused=len(stored - accepted),
+        webhooks_refused=len(hooked - accepted),
+    )
+    await cluster.restart(victim["id"], timeout_s=120)
+    return result
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     vhost = f"wa_bench_{new_id().lower()}"
     rabbitmqctl("add_vhost", vhost)
@@ -296,9 +296,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     cluster = Cluster(
         amqp_url,
         work_dir=work_dir,
-        workers=2,
+        workers=args.workers,
+        stores=args.stores,
         env={
             "LOG_LEVEL": "WARNING",
+            "WA_SHARDS": str(args.shards),
             "WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true",
             "GATEWAY_ALLOW_PRIVATE_WEBHOOK_URLS": "true",
             "GATEWAY_RATE_LIMIT_PER_S": "0",
@@ -314,35 +316,51 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         phase = now
 
     try:
-        await cluster.start(timeout_s=180)
+        await cluster.start(timeout_s=300)
         mark("cluster started")
-        # The references first, while the broker is fresh (the system idles meanwhile).
-        out["bare"] = await bare_baseline(args.sends, args.concurrency, work_dir)
-        out["amqp"] = await asyncio.wait_for(amqp_roundtrip(amqp_url, args.sends, args.concurrency), 180)
+        # The references first, while the system idles.
+        out["bare"] = await bare_reference(args.bare_requests, args.clients, work_dir)
+        out["amqp"] = await asyncio.wait_for(amqp_roundtrip(amqp_url, args.bare_requests, args.clients), 180)
         mark("references measured")
         login = await cluster.login()
-        admin = {"x-api-key": login["user"]["apiKey"]}
+        key = login["user"]["apiKey"]
+        hooks = Hooks()
         async with httpx.AsyncClient(base_url=cluster.gateway_url, timeout=60) as api:
-            bench = Bench(args, cluster, api, admin)
-            await bench.receiver.start()
+            bench = Bench(cluster, api, {"x-api-key": key}, hooks)
+            await hooks.receiver.start()
             try:
-                senders = await bench.create_and_link(args.senders, webhook=True)
+                senders = await bench.create_and_link(args.instances, webhook=True)
                 mark(f"{len(senders)} sending instances linked")
-                out["pipeline"] = await bench.pipeline(senders)
-                mark("pipeline measured")
-                idle = max(0, args.instances - len(senders))
-                started = time.monotonic()
-                if idle:
-                    await bench.create_and_link(idle, webhook=False)
-                out["link_s"] = time.monotonic() - started
-                out["instances"] = len(senders) + idle
-                mark(f"{idle} more instances linked")
-                out["loaded"] = await bench.pipeline(senders)
-                mark("pipeline with all instances measured")
-                out["failover"] = await bench.failover()
-                mark("failover measured")
+                warm = min(args.sends, 2 * args.clients)
+                await closed_loop("warm", cluster.gateway_url, key, hooks, senders, warm, args.clients)
+                await hooks.settle()
+                mark(f"warm-up ({warm} sends)")
+                out["saturation"] = await saturation(args, cluster, key, hooks, senders)
+                mark("saturation measured")
+                out["one"] = await ordered_clients(
+                    cluster.gateway_url, key, hooks, senders[0], args.one_clients, args.one_sends
+                )
+                mark("one instance measured")
+                out["open"] = await open_loop(
+                    cluster.gateway_url, key, hooks, senders, args.rate, args.open_seconds
+                )
+                await hooks.settle()
+                mark("open loop measured (backlog drained)")
+                if args.kill_worker:
+                    out["kill"] = await kill_run(args, cluster, bench, key, senders)
+                    mark("kill measured")
+                if args.failover:
+                    more = max(0, args.linked - len(senders))
+                    started = time.monotonic()
+                    if more:
+                        await bench.create_and_link(more, webhook=False)
+                    out["link_s"] = time.monotonic() - started
+                    out["linked"] = len(senders) + more
+                    mark(f"{more} more instances linked")
+                    out["failover"] = await bench.failover()
+                    mark("failover measured")
             finally:
-                await bench.receiver.stop()
+                await hooks.receiver.stop()
         return out
     finally:
         await cluster.stop()
@@ -351,75 +369,41 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
 
 
-def section(args: argparse.Namespace, out: dict[str, Any], command: str, loads: tuple[float, float]) -> str:
-    p: PipelineResult = out["pipeline"]
-    q: PipelineResult = out["loaded"]
-    bare, amqp = out["bare"], out["amqp"]
-    victim, sessions, failover_s = out["failover"]
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-    def row(name: str, r: PipelineResult) -> list[str]:
-        return [
-            f"| {name}: sends/s end to end (API → stored → event → webhook) | {r.rate:.1f} | "
-            f"bare FastAPI {bare['rps']:.0f} req/s | {r.rate / bare['rps']:.3f} |",
-            f"| {name}: send API p50 / p99 ms | {pct(r.api_ms, 0.5):.0f} / {pct(r.api_ms, 0.99):.0f} | "
-            f"bare FastAPI {bare['p50_ms']:.1f} / {bare['p99_ms']:.1f} | "
-            f"{pct(r.api_ms, 0.5) / bare['p50_ms']:.1f}x / {pct(r.api_ms, 0.99) / bare['p99_ms']:.1f}x |",
-            f"| {name}: event → webhook p50 / p99 ms | "
-            f"{pct(r.hook_ms, 0.5):.0f} / {pct(r.hook_ms, 0.99):.0f} | "
-            f"aio-pika round trip {amqp['p50_ms']:.1f} / {amqp['p99_ms']:.1f} | "
-            f"{pct(r.hook_ms, 0.5) / amqp['p50_ms']:.1f}x / {pct(r.hook_ms, 0.99) / amqp['p99_ms']:.1f}x |",
-        ]
-
-    lines = [
-        f"## Pipeline, end to end — {stamp}",
-        "",
-        f"Command: `{command}` ({os.cpu_count()} CPU cores; 5-min load average {loads[0]:.1f} before, "
-        f"{loads[1]:.1f} after; whole system as processes: 2 session workers on the simulator engine, "
-        f"PostgreSQL stores, {os.environ.get('HARNESS_SHARDS', '8')} shards; {args.sends} sends at "
-        f"concurrency {args.concurrency} over {args.senders} instances, "
-        "text to an external simulated contact)",
-        "",
-        "| measure | value | reference (same run) | ratio |",
-        "|---|---|---|---|",
-        *row(f"{args.senders} instances", p),
-        *row(f"{out['instances']} connected instances", q),
-        f"| failover: SIGKILL of {victim} ({sessions} sessions) until all instances connected again | "
-        f"{failover_s:.1f} s | lease TTL 9 s + renew 2 s (defaults) | — |",
-        f"| linking {out['instances'] - args.senders} more instances (create, QR, scan, connected) | "
-        f"{out['link_s']:.1f} s | — | — |",
-        "",
-        f"Webhooks: {p.accepted + q.accepted} sends accepted, {p.lost + q.lost} `message_sent` webhooks "
-        "missing "
-        f"after 120 s, {p.bad_signatures + q.bad_signatures} bad signatures. aio-pika reference: "
-        f"{amqp['rate']:.0f} confirmed publish→consume round trips/s. Ratios are the meaningful figures on a "
-        "shared machine; absolute numbers move with the load average.",
-        "",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def prepend(text: str) -> None:
-    existing = RESULTS.read_text() if RESULTS.exists() else ""
-    RESULTS.write_text(text + existing)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sends", type=int, default=300, help="sends per pipeline measurement (default 300)")
-    parser.add_argument("--concurrency", type=int, default=16, help="concurrent API clients (default 16)")
-    parser.add_argument("--senders", type=int, default=4, help="instances that send (default 4)")
-    parser.add_argument(
-        "--instances", type=int, default=500, help="connected instances in the loaded run (default 500)"
+    add = parser.add_argument
+    add("--instances", type=int, default=100, help="sending instances (default 100)")
+    add("--clients", type=int, default=100, help="closed-loop clients in the saturation load (default 100)")
+    add("--sends", type=int, default=3000, help="sends in the saturation (and kill) load (default 3000)")
+    add(
+        "--bare-requests",
+        type=int,
+        default=3000,
+        help="bare FastAPI requests (default 3000)",
     )
-    parser.add_argument("--no-write", action="store_true", help="print the section, do not touch RESULTS.md")
+    add("--one-clients", type=int, default=20, help="clients of the one-instance measure (default 20)")
+    add("--one-sends", type=int, default=25, help="messages per client through one instance (default 25)")
+    add("--rate", type=float, default=300.0, help="open-loop offered load, sends/s (default 300)")
+    add("--open-seconds", type=float, default=10.0, help="open-loop duration, s (default 10)")
+    add(
+        "--stores",
+        choices=("postgres", "sqlite"),
+        default="postgres",
+        help="stores (default postgres)",
+    )
+    add("--workers", type=int, default=2, help="session workers (default 2)")
+    add("--shards", type=int, default=64, help="WA_SHARDS (default 64)")
+    add("--kill-worker", action="store_true", help="also: SIGKILL a worker during a saturation load")
+    add("--failover", action="store_true", help="also: link --linked instances and measure failover")
+    add("--linked", type=int, default=500, help="connected instances for --failover (default 500)")
+    add("--no-write", action="store_true", help="print the section, do not touch RESULTS.md")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[1]
     out = asyncio.run(run(args))
     load_after = os.getloadavg()[1]
-    command = "python -m bench" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
-    text = section(args, out, command, (load_before, load_after))
+    argv_used = sys.argv[1:] if argv is None else argv
+    command = "python -m bench" + (" " + shlex.join(argv_used) if argv_used else "")
+    text = report.section(args, out, command, (load_before, load_after))
     print(text)
     if not args.no_write:
-        prepend(text)
+        report.prepend(text)

@@ -22,6 +22,9 @@ workers with ``workers=``; add environment with ``env=`` (all processes) or
 ``service_env={"gateway": {...}}`` (one service). ``await cluster.restart("worker-1")``,
 ``cluster.kill("worker-1")`` (SIGKILL) and ``await cluster.add_worker()`` serve chaos tests.
 
+``stores="sqlite"`` gives every service a SQLite file under ``work_dir`` instead of a PostgreSQL
+database (the embedded profile's stores; the session workers share one file).
+
 Environment: ``TEST_POSTGRES_URL`` (admin connection, default
 ``postgresql://postgres@127.0.0.1:5432/postgres``).
 """
@@ -198,6 +201,9 @@ class Cluster:
     env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     postgres_url: str = POSTGRES_URL
+    # "postgres" (default): a fresh PostgreSQL database per store; "sqlite": a SQLite file per
+    # store under ``work_dir`` (the shipped embedded stores; nothing to drop at the end).
+    stores: str = "postgres"
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
     databases: list[str] = field(default_factory=list)
@@ -251,6 +257,8 @@ class Cluster:
         return f"{base}/{self._prefix}_{name.replace('-', '_')}"
 
     async def _create_database(self, name: str) -> str:
+        if self.stores == "sqlite":
+            return f"sqlite:///{(self.work_dir / f'{name}.db').resolve()}"
         import asyncpg
 
         db = f"{self._prefix}_{name.replace('-', '_')}"
