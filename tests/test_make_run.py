@@ -61,11 +61,12 @@ def test_make_run_prints_the_banner_once_every_service_answers_ready(
     vhost_factory: VhostFactory, tmp_path: Path
 ) -> None:
     ports = {name: free_port() for name in PORT_VARIABLES}
+    vhost = vhost_factory()
     env = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL")}
     env.update({name: str(port) for name, port in ports.items()})
     env.update(
         {
-            "AMQP_URL": f"amqp://guest:guest@{AMQP_HOST}/{vhost_factory()}",
+            "AMQP_URL": f"amqp://guest:guest@{AMQP_HOST}/{vhost}",
             "WA_SHARDS": "8",
             "AUTH_DATABASE_URL": f"sqlite:///{tmp_path}/auth.db",
             "STATS_DATABASE_URL": f"sqlite:///{tmp_path}/stats.db",
@@ -104,6 +105,7 @@ def test_make_run_prints_the_banner_once_every_service_answers_ready(
             os.killpg(proc.pid, signal.SIGKILL)
             raise
     output.wait_for("run: stopped", timeout_s=10)
+    vhost_factory.release(vhost)
     text = "\n".join(output.lines)
     # make itself got the SIGINT too: it ends by it (as any program on Ctrl-C) or with 0, and
     # prints no "make: *** [run] Error 130" (the launcher exits 0 after a clean stop).

@@ -9,6 +9,7 @@ scenario 6 (faults) starts its own in ``test_faults.py``. Simulator timings are 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -56,7 +57,8 @@ async def run_system(
 ) -> AsyncIterator[System]:
     """A cluster started on a fresh vhost and settled, with a client on its gateway and the admin
     logged in; stopped on exit."""
-    amqp_url = f"amqp://guest:guest@{AMQP_HOST}/{vhost_factory()}"
+    vhost = vhost_factory()
+    amqp_url = f"amqp://guest:guest@{AMQP_HOST}/{vhost}"
     cluster = Cluster(amqp_url, work_dir=work_dir, workers=workers, env={**E2E_ENV, **(env or {})})
     try:
         await cluster.start(timeout_s=120)
@@ -66,6 +68,7 @@ async def run_system(
             yield System(cluster, api, {"Authorization": f"Bearer {login['token']}"}, amqp_url)
     finally:
         await cluster.stop()
+        await asyncio.to_thread(vhost_factory.release, vhost)
 
 
 async def settled(cluster: Cluster, workers: int, timeout_s: float = 60) -> None:

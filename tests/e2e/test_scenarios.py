@@ -304,3 +304,40 @@ async def test_5_two_users_on_two_workers(system: System, receiver: WebhookRecei
         a["id"]
     ]
     assert [i["id"] for i in (await api.get("/api/instances", headers=bob)).json()["instances"]] == [b["id"]]
+
+
+@pytest.mark.timeout(240)
+async def test_7_one_instance_keeps_each_clients_order(system: System, receiver: WebhookReceiver) -> None:
+    """Issue 15: sends of one instance are no longer serialised by a lock, yet 20 concurrent
+    clients that each send 25 numbered messages (each waiting for its previous 200) find every
+    one of their messages in the instance's history, and in its ``message_sent`` webhooks'
+    timestamps, in the order they sent them."""
+    api = system.api
+    headers = await steps.user_headers(api, system.admin)
+    hook, secret = f"order-{secrets.token_hex(3)}", "order-secret"
+    created = await steps.create_instance(api, headers, "order", receiver.url(hook, secret), secret)
+    iid = created["id"]
+    await steps.link(api, system.admin, headers, iid, steps.new_phone())
+    clients, each = 20, 25
+
+    async def client(c: int) -> None:
+        for n in range(each):
+            await steps.send_text(api, headers, iid, CONTACT, f"order {c:02d} {n:02d}")
+
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    history = await steps.history(api, headers, iid, steps.jid(CONTACT))
+    oldest_first = [m["content"] for m in reversed(history) if m["content"].startswith("order ")]
+    assert len(oldest_first) == clients * each
+    for c in range(clients):
+        mine = [text for text in oldest_first if text.startswith(f"order {c:02d} ")]
+        assert mine == [f"order {c:02d} {n:02d}" for n in range(each)], f"client {c}: {mine}"
+
+    def sent_hooks() -> list[Any]:
+        return receiver.unique(hook, "message_sent")
+
+    await receiver.wait(lambda: len(sent_hooks()) >= clients * each, timeout_s=60, message="500 webhooks")
+    assert verified(sent_hooks())
+    in_event_order = [h.data["body"] for h in sorted(sent_hooks(), key=lambda h: h.body["timestamp"])]
+    for c in range(clients):
+        mine = [text for text in in_event_order if text.startswith(f"order {c:02d} ")]
+        assert mine == [f"order {c:02d} {n:02d}" for n in range(each)], f"client {c} (webhooks): {mine}"

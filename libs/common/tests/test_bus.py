@@ -24,6 +24,7 @@ from wa_common.bus import (
     shard_for,
     shard_queue,
 )
+from wa_common.bus.topology import declare_queue
 from wa_common.ids import new_id
 from wa_common.schemas import Command, Event, Reply, utcnow
 
@@ -356,3 +357,25 @@ async def test_events_published_together_share_messages_and_arrive_one_by_one(bu
 
 async def _at_least(items: list, count: int) -> bool:
     return len(items) >= count
+
+
+async def test_a_retired_binding_is_removed_when_the_queue_is_declared(bus: Bus) -> None:
+    """Releases before issue 15 bound the stats and dispatcher queues to ``#``; declaring the
+    queue with its type bindings removes that one, so other types stop arriving."""
+    name = f"wa.test.{new_id().lower()}"
+    old = QueueSpec(name, ((EXCHANGE_EVENTS, "#"),))
+    new = QueueSpec(name, ((EXCHANGE_EVENTS, "message_sent.#"),), retired=((EXCHANGE_EVENTS, "#"),))
+    channel = await bus.connection.channel()
+    try:
+        await declare_queue(channel, old, LIMIT)
+        await declare_queue(channel, new, LIMIT)
+        await bus.publish_event(Event(type="message_status", instance_id="i1"))
+        await bus.publish_event(Event(type="message_sent", instance_id="i1"))
+        queue = await channel.declare_queue(name, passive=True)
+        first = await wait_for(lambda: queue.get(fail=False), timeout_s=10, message="the bound event")
+        assert Event.from_bytes(first.body).type == "message_sent"
+        await first.ack()
+        assert await queue.get(fail=False) is None  # message_status was not routed here
+        await queue.delete(if_unused=False, if_empty=False)
+    finally:
+        await channel.close()

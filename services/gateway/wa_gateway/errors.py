@@ -138,10 +138,16 @@ async def _response_invalid(request: Request, exc: Exception) -> JSONResponse:
 async def _timeout(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestTimeout)
     log.warning("backend did not answer in time", target=exc.target, operation=exc.name)
+    unknown = ""
+    if exc.target.startswith("wa.shard."):
+        # A command (a send) may have been taken up just before the deadline: a worker does not
+        # start sending with less than WORKER_SEND_MIN_REMAINING_S left, but an answer can still
+        # be late under overload. A retry with the same Idempotency-Key never sends twice.
+        unknown = " (the command may still complete: retry with the same Idempotency-Key)"
     return error_response(
         503,
         f"Service unavailable: no answer from the {_target_name(exc.target)} within "
-        f"{exc.timeout_s:.0f}s; try again later",
+        f"{exc.timeout_s:.0f}s{unknown}; try again later",
         headers={"Retry-After": "5"},
     )
 

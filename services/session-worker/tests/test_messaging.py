@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -240,3 +241,17 @@ async def test_media_guard_refuses_private_addresses() -> None:
         )
     with pytest.raises(RequestError):
         await download("file:///etc/passwd", max_bytes=10, timeout_s=2, allow_private=False)
+
+
+async def test_a_send_too_close_to_its_deadline_is_not_sent(parts: Any) -> None:
+    """A send that waited in the queue until less than ``WORKER_SEND_MIN_REMAINING_S`` is left
+    is answered 504 and not sent (its caller would give up before the reply; a 503 there must
+    not hide a sent message), and its key is released for a retry."""
+    iid = await parts.instance()
+    before = len(parts.engine.sent)
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    late = await parts.cmd(C.SEND_TEXT, iid, TEXT, idempotency_key="late-1", deadline=soon)
+    assert late.status == 504 and "not sent" in (late.error or ""), late
+    assert len(parts.engine.sent) == before
+    again = await parts.cmd(C.SEND_TEXT, iid, TEXT, idempotency_key="late-1")
+    assert again.ok and len(parts.engine.sent) == before + 1

@@ -43,6 +43,9 @@ class WorkerSettings(EngineSettings):
     # At most 2^31 - 1: a sent file's size is stored in the messages table's INTEGER column.
     media_max_bytes: int = Field(64 * 1024 * 1024, ge=1, le=2**31 - 1)
     media_timeout_s: float = Field(30.0, gt=0)
+    send_min_remaining_s: float = Field(
+        2.0, ge=0, le=60, description="a send is not started with less time than this before its deadline (s)"
+    )
     media_allow_private: bool | None = Field(
         None,
         description="allow media URLs on private addresses; unset = only in the embedded profile (dev)",

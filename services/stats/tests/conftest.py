@@ -51,7 +51,7 @@ async def stats(amqp_url: str, postgres_url: str) -> AsyncIterator[Running]:
     app = build_app(settings)
     runtime = app.state.runtime
     await runtime.start()
-    bus = Bus(amqp_url, service="stats-test-client", publish_timeout_s=5)
+    bus = Bus(amqp_url, service="stats-test-client", publish_timeout_s=30)
     await bus.connect(declare=False)
     rpc = RpcClient(bus)
     await rpc.start()

@@ -89,3 +89,15 @@ async def test_data_that_is_not_its_model_is_malformed_and_counts_nothing(local:
     # Rolled back with its transaction: the id was not recorded, nothing was counted.
     total = (await local.ask(STATS_USER, Caller(user_id=user), period="all")).data["total"]
     assert total == {**counters(), "instanceCount": 0}
+
+
+def test_the_stats_queue_is_bound_to_exactly_the_types_stats_handles() -> None:
+    """``wa.events.stats`` is bound by type (DESIGN.md: each queue only to the event types its
+    service uses); a handler added without its binding would never see an event."""
+    from wa_common.bus.topology import SERVICE_QUEUES, STATS_EVENT_TYPES
+    from wa_stats.handlers import EventHandlers
+
+    handled = set(EventHandlers(None, None).by_type)  # type: ignore[arg-type]
+    assert handled == set(STATS_EVENT_TYPES)
+    keys = {key for _, key in SERVICE_QUEUES["stats"].bindings}
+    assert keys == {f"{t}.#" for t in handled}

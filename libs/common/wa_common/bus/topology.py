@@ -43,6 +43,8 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 from aio_pika.exceptions import ChannelPreconditionFailed
 
+from wa_common.schemas.events import WEBHOOK_EVENT_TYPES, EventType
+
 EXCHANGE_COMMANDS = "wa.commands"
 EXCHANGE_EVENTS = "wa.events"
 EXCHANGE_SIM = "wa.sim"
@@ -132,6 +134,9 @@ class QueueSpec:
     name: str
     bindings: tuple[tuple[str, str], ...] = ()
     single_active_consumer: bool = False
+    retired: tuple[tuple[str, str], ...] = ()
+    """Bindings an earlier release declared and this one removes (unbinding a binding that does
+    not exist is not an error)."""
     extra_arguments: dict[str, Any] = field(default_factory=dict)
 
     def arguments(self, delivery_limit: int) -> dict[str, Any]:
@@ -149,10 +154,39 @@ class QueueSpec:
         return args
 
 
-# Per-service event queues. A service declares more bindings on its own queue only here.
+def _types(*types: str) -> tuple[tuple[str, str], ...]:
+    """Bindings of ``wa.events`` for events of ``types`` (routing keys ``<type>.<instance>`` and,
+    for batches, ``<type>.batch``: see :mod:`wa_common.bus.batches`)."""
+    return tuple((EXCHANGE_EVENTS, f"{t}.#") for t in sorted(types))
+
+
+INSTANCE_EVENT_TYPES = (EventType.INSTANCE_CREATED, EventType.INSTANCE_UPDATED, EventType.INSTANCE_DELETED)
+STATS_EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        EventType.MESSAGE_SENT,
+        EventType.MESSAGE_RECEIVED,
+        EventType.API_USAGE,
+        EventType.WEBHOOK_DELIVERED,
+        EventType.CONNECTED,
+        EventType.DISCONNECTED,
+        EventType.USER_CREATED,
+        EventType.USER_UPDATED,
+        EventType.USER_DELETED,
+        *INSTANCE_EVENT_TYPES,
+    }
+)
+"""What stats counts or keeps a replica of (``wa_stats.handlers``; a test keeps them equal)."""
+
+# Per-service event queues, each bound only to the event types it uses (DESIGN.md, "The bus"):
+# stats never sees receipts, the dispatcher never sees user or usage events. Releases before
+# issue 15 bound both to ``#``; that binding is removed when the queue is declared.
 SERVICE_QUEUES: dict[str, QueueSpec] = {
-    "webhooks": QueueSpec("wa.events.webhooks", ((EXCHANGE_EVENTS, "#"),)),
-    "stats": QueueSpec("wa.events.stats", ((EXCHANGE_EVENTS, "#"),)),
+    "webhooks": QueueSpec(
+        "wa.events.webhooks",
+        _types(*WEBHOOK_EVENT_TYPES, *INSTANCE_EVENT_TYPES),
+        retired=((EXCHANGE_EVENTS, "#"),),
+    ),
+    "stats": QueueSpec("wa.events.stats", _types(*STATS_EVENT_TYPES), retired=((EXCHANGE_EVENTS, "#"),)),
     "session-worker": QueueSpec("wa.events.session-worker", ((EXCHANGE_EVENTS, "user.deleted.#"),)),
 }
 
@@ -249,6 +283,8 @@ async def declare_queue(channel: AbstractChannel, spec: QueueSpec, delivery_limi
     for exchange_name, key in spec.bindings:
         exchange = await channel.get_exchange(exchange_name, ensure=False)
         await queue.bind(exchange, routing_key=key)
+    for exchange_name, key in spec.retired:
+        await queue.unbind(await channel.get_exchange(exchange_name, ensure=False), routing_key=key)
     return queue
 
 

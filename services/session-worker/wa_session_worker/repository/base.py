@@ -159,7 +159,9 @@ class Repository(ABC):
         # The outbox entry first: a store without transactions that stops midway publishes the
         # event late rather than never (at least once).
         recs = [r for r in (pending, rec, event) if r is not None]
-        changes = [(Find(InstanceRec, equal(id=rec.instance_id)), {"last_activity_at": rec.created_at})]
+        changes: list[tuple[Find[Any], dict[str, Any]]] = [
+            (Find(InstanceRec, equal(id=rec.instance_id)), {"last_activity_at": rec.created_at})
+        ]
         if idempotency is not None:
             key, reply = idempotency
             started = Find(IdempotencyRec, equal(instance_id=rec.instance_id, key=key))

@@ -22,13 +22,11 @@ A failure of ``prepare``, or the engine's own :class:`EngineError` (nothing was 
 the key (:meth:`~Messaging.release`), so a retry may run; any other failure after the engine was
 called leaves it pending.
 
-Group commit (DESIGN.md, "The bus": a shard's owner commits the commands that arrived together in
-one transaction) changes none of the steps, only what runs them: for a window of sends of one
-shard, ``claim`` each in one unit of work, ``prepare`` and ``transmit`` each (an instance's sends
-in order), then ``record`` each in one unit of work and commit once, then publish the returned
-events and answer each request (``Router.dispatch`` returns replies without sending them). That
-is why ``record`` takes everything it writes as arguments and its result is published by the
-caller.
+Group commit (issue 15) changes none of the steps, only what runs them: the SQL store commits
+the writes of every send, receipt and received message that arrive together in one transaction
+(:mod:`~wa_session_worker.repository.sql`), so a window of sends costs one claim commit and one
+record commit whatever its size; the published events of a window share broker messages
+(:meth:`~wa_session_worker.service.recorder.Recorder.deliver`).
 """
 
 from __future__ import annotations
@@ -56,6 +54,12 @@ from wa_session_worker.service.turns import CURRENT_TURN
 INTERRUPTED = (
     "an earlier attempt of this send was interrupted (worker failover); its outcome is "
     "unknown, so it is not sent again: check the chat history before retrying with a new key"
+)
+
+
+TOO_LATE = (
+    "not sent: the request waited in the queue until too close to its deadline (the system is "
+    "overloaded); it may be sent again with the same Idempotency-Key"
 )
 
 
@@ -90,6 +94,11 @@ class Messaging(SessionCommands):
             except Exception:
                 await self.release(rec, key)
                 raise
+            if cmd.remaining_s() < self.settings.send_min_remaining_s:
+                # Queued too long (overload): its caller gives up before a reply could reach it.
+                await self.release(rec, key)
+                COMMANDS.labels(cmd.name, "too_late").inc()
+                raise RequestError(504, TOO_LATE)
             try:
                 result = await self.transmit(rec, out)
             except EngineError:
