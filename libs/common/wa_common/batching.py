@@ -18,10 +18,11 @@ their results (a per-item failure that must not fail the window).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from wa_common.metrics import BATCH_SIZE
+from wa_common.metrics import BATCH_FLUSH_SECONDS, BATCH_SIZE
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -66,6 +67,7 @@ class GroupCommit(Generic[T, R]):
             while self._pending:
                 window, self._pending = self._pending[: self._max], self._pending[self._max :]
                 BATCH_SIZE.labels(self._name).observe(len(window))
+                started = time.perf_counter()
                 try:
                     results = await self._flush([item for item, _ in window])
                 except BaseException as exc:  # every caller of the window gets it
@@ -75,6 +77,8 @@ class GroupCommit(Generic[T, R]):
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     continue
+                finally:
+                    BATCH_FLUSH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
                 if len(results) != len(window):
                     error = RuntimeError(
                         f"{self._name}: flush returned {len(results)} results for {len(window)}"

@@ -96,3 +96,9 @@ BATCH_SIZE = Histogram(
     ["batcher"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
+BATCH_FLUSH_SECONDS = Histogram(
+    "wa_batch_flush_duration_seconds",
+    "Time one group-commit window took to flush (a transaction, a publish), by batcher name.",
+    ["batcher"],
+    buckets=LATENCY_BUCKETS,
+)
