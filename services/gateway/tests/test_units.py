@@ -342,3 +342,16 @@ def test_an_unexpected_error_names_the_requests_correlation_id() -> None:
     response = client.get("/boom", headers={"x-correlation-id": "cid-4711"})
     assert response.status_code == 500
     assert response.json() == {"error": "Internal server error (correlation id cid-4711)"}
+
+
+def test_backend_failures_keep_only_the_texts_written_for_clients() -> None:
+    """A backend's 500 is hidden (its internals are not the client's), while the 503 and the
+    worker's 504 ("not sent: ... too close to its deadline") keep their texts: a client must
+    know a send was not made, to retry it with the same Idempotency-Key."""
+    from wa_common.schemas import Reply
+    from wa_gateway.backend import ensure_ok
+
+    for status, shown in ((500, "Internal server error in a backend service"), (504, "not sent: late")):
+        with pytest.raises(ApiError) as caught:
+            ensure_ok(Reply.failure(status, "not sent: late"))
+        assert caught.value.status == status and shown in caught.value.error

@@ -125,8 +125,9 @@ def ensure_ok(reply: Reply) -> Reply:
     if reply.ok and reply.status < 400:
         return reply
     status = reply.status if 400 <= reply.status <= 599 else 500
-    if status >= 500 and status != 503:
-        # The callee's internals are not ours to expose.
+    if status >= 500 and status not in (503, 504):
+        # The callee's internals are not ours to expose; 503/504 texts are written for clients
+        # (504: a send the worker did not start, too close to its deadline).
         raise ApiError(500, "Internal server error in a backend service")
     raise ApiError(status, reply.error or "Request failed", reply.details)
 
