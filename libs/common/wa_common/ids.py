@@ -27,7 +27,7 @@ def is_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
-_last = 0
+_last = b""
 _last_lock = threading.Lock()
 
 
@@ -35,16 +35,20 @@ def new_id() -> str:
     """Return a new ULID string such as ``01JD3Z8M4W8Q2J7ZQ7S9W6X2KA`` (26 chars, time-sortable).
 
     Monotonic within a process (the ULID spec's monotonic mode): an id made in the same
-    millisecond as the previous one is that one plus one, so ids made one after the other sort
-    in that order (a message history ordered by id keeps the order the messages were recorded).
+    millisecond as the previous one, and not above it, is that one plus one, so ids made one
+    after the other sort in that order (a message history ordered by id keeps the order the
+    messages were recorded).
     """
     global _last
-    candidate = int(ULID())
+    made = ULID()
+    raw = made.bytes
     with _last_lock:
-        if candidate <= _last:
-            candidate = _last + 1
-        _last = candidate
-    return str(ULID.from_int(candidate))
+        if raw > _last:
+            _last = raw
+            return str(made)
+        raw = (int.from_bytes(_last, "big") + 1).to_bytes(16, "big")
+        _last = raw
+    return str(ULID.from_bytes(raw))
 
 
 def id_timestamp_ms(value: str) -> int:
