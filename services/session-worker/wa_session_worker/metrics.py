@@ -37,3 +37,11 @@ OUTBOX_PENDING = Gauge(
 OUTBOX_RELAYED = Counter(
     "wa_worker_outbox_relayed_total", "Events published by the outbox relay (not on their normal path)."
 )
+SEND_PHASE_SECONDS = Histogram(
+    "wa_worker_send_phase_seconds",
+    "Where a send's time goes, by phase: queued (request made at the gateway -> handler start, "
+    "from the request id's ULID time), lookup, claim, turn (waiting for the instance's turn), "
+    "prepare, transmit (the engine), record (the commit of the message and its event).",
+    ["phase"],
+    buckets=LATENCY_BUCKETS,
+)

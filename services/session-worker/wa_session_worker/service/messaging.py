@@ -33,21 +33,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from wa_common.bus.router import RequestError
 from wa_common.clock import from_unix
-from wa_common.ids import new_id
+from wa_common.ids import id_timestamp_ms, new_id
 from wa_common.schemas import Command, Event, Reply
 from wa_common.schemas.messages import MessageId
 from wa_common.schemas.session import SendMedia, SendText
 from wa_common.schemas.status import MessageStatus
 from wa_session_worker import media as media_mod
 from wa_session_worker.engines.base import EngineError, OutgoingMedia, SendResult
-from wa_session_worker.metrics import COMMANDS
+from wa_session_worker.metrics import COMMANDS, SEND_PHASE_SECONDS
 from wa_session_worker.repository.records import InstanceRec, MessageRec
 from wa_session_worker.service import views
-from wa_session_worker.service.access import instance_for
+from wa_session_worker.service.access import instance_for, require_caller
 from wa_session_worker.service.sessions import SessionCommands
 from wa_session_worker.service.turns import CURRENT_TURN
 
@@ -75,22 +77,73 @@ class Outgoing:
     media_url: str | None = None
 
 
+class _Phases:
+    """Observes each phase of one send into ``wa_worker_send_phase_seconds`` (the first one,
+    ``queued``, from the request id's ULID time: when the gateway made the request)."""
+
+    def __init__(self, request_id: str) -> None:
+        self._at = time.time()
+        with contextlib.suppress(ValueError):  # not a ULID (a test's id)
+            SEND_PHASE_SECONDS.labels("queued").observe(
+                max(0.0, self._at - id_timestamp_ms(request_id) / 1000)
+            )
+
+    def __call__(self, name: str) -> None:
+        now = time.time()
+        SEND_PHASE_SECONDS.labels(name).observe(now - self._at)
+        self._at = now
+
+
+INSTANCE_MEMORY_S = 5.0
+"""How long a send reuses the instance record it read (s). A send needs only the record's id and
+owner, which never change; the memory is kept only for sessions running here and for this long,
+so a deletion by another worker is noticed within it."""
+
+
 class Messaging(SessionCommands):
     """Sends (module docstring: the four steps)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._instances: dict[str, tuple[float, InstanceRec]] = {}  # id -> (until, record)
+
+    async def _instance(self, cmd: Command) -> InstanceRec:
+        """:func:`instance_for`, from memory for an instance whose session runs here and that
+        was read less than :data:`INSTANCE_MEMORY_S` ago (one SELECT less per send)."""
+        memory = self._instances
+        iid = cmd.instance_id
+        hit = memory.get(iid) if iid else None
+        if hit is not None and hit[0] > time.monotonic() and iid in self.running:
+            caller = require_caller(cmd.caller)
+            if caller.is_admin or hit[1].user_id == caller.user_id:
+                return hit[1]
+            raise RequestError(404, "Instance not found")
+        rec = await instance_for(self.repo, cmd.caller, iid)
+        if rec.id in self.running:
+            if len(memory) > 2 * max(len(self.running), 64):  # sessions stopped meanwhile
+                for stale in [i for i in memory if i not in self.running]:
+                    del memory[stale]
+            memory[rec.id] = (time.monotonic() + INSTANCE_MEMORY_S, rec)
+        return rec
 
     async def send(self, cmd: Command, body: SendText | SendMedia) -> MessageId | Reply:
         """The four steps of the module docstring for one ``send_text`` or ``send_media``: the
         message's id, or the first run's reply to a repeated command."""
-        rec = await instance_for(self.repo, cmd.caller, cmd.instance_id)
+        phase = _Phases(cmd.id)
+        rec = await self._instance(cmd)
+        phase("lookup")
         key = cmd.idempotency_key or f"request:{cmd.id}"
         previous = await self.claim(rec, key, cmd.name)
+        phase("claim")
         if previous is not None:
             return previous
         # The instance's turn (service/turns.py) orders the engine send and the submission of the
         # record; the claim before it and the commit after it overlap with the neighbours'.
         async with CURRENT_TURN.get() or contextlib.nullcontext():
+            phase("turn")
             try:
                 out = await self.prepare(rec, cmd, body)
+                phase("prepare")
             except Exception:
                 await self.release(rec, key)
                 raise
@@ -101,6 +154,7 @@ class Messaging(SessionCommands):
                 raise RequestError(504, TOO_LATE)
             try:
                 result = await self.transmit(rec, out)
+                phase("transmit")
             except EngineError:
                 await self.release(rec, key)
                 raise
@@ -108,6 +162,7 @@ class Messaging(SessionCommands):
             # Started inside the turn: it reaches the store's queue before the next send's.
             recording = asyncio.ensure_future(self.record(rec, out, result, key, answer))
         event = await recording
+        phase("record")
         if event is not None:
             self.recorder.deliver_soon(event)
         return answer

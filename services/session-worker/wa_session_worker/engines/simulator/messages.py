@@ -92,8 +92,12 @@ class Messaging:
         if external:
             SIM_EXTERNAL_MESSAGES.inc()
             self.sessions.tasks.spawn(self._external_receipts(session, message), name="sim-external-receipts")
-        # Other linked devices of this account see the message as from_me.
-        await self.network.publish(f"msg.{session.user}", body, mandatory=False)
+        # Other linked devices of this account see the message as from_me. Not awaited: the
+        # echo is best effort (not persistent, not mandatory), and the send's reply need not wait
+        # for its confirm (tasks start in order, so echoes keep the sends' order).
+        self.sessions.tasks.spawn(
+            self.network.publish(f"msg.{session.user}", body, mandatory=False), name="sim-echo"
+        )
         return SendResult(message.id, message.timestamp)
 
     async def _external_receipts(self, session: SimSession, message: SimMessage) -> None:
