@@ -219,6 +219,22 @@ def build() -> dict[str, Any]:
         unit="s",
     )
     lay.panel(
+        "Where a send's time goes (p99 by phase)",
+        [_quantile("0.99", _rate("wa_worker_send_phase_seconds_bucket", sw), "phase")],
+        unit="s",
+    )
+    lay.panel(
+        "Group commit: window size p50 by batcher",
+        [_quantile("0.5", _rate("wa_batch_size_bucket"), "batcher")],
+        w=6,
+    )
+    lay.panel(
+        "Group commit: window flush p99 by batcher",
+        [_quantile("0.99", _rate("wa_batch_flush_duration_seconds_bucket"), "batcher")],
+        unit="s",
+        w=6,
+    )
+    lay.panel(
         "Commands and queries by outcome",
         [_by("outcome", _rate("wa_worker_commands_total", sw))],
         unit="ops",
