@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.cpu import CpuMeter, _pids_of_user, _proc_cpu_s
-from bench.gateway_bench import BARE_APP
 from bench.lean_client import LeanConnection
 from tests.harness import Cluster, ServiceProcess, free_port
 from tests.support.webhooks import Hook, WebhookReceiver
@@ -353,6 +352,18 @@ async def open_loop(
     await pool.close()
     result.extra["connections"] = pool.opened
     return result.finish(hooks, started, await hooks.wait_for(result.accepted))
+
+
+BARE_APP = """
+import itertools
+from fastapi import FastAPI
+app = FastAPI()
+counter = itertools.count()
+@app.post("/send")
+async def send(body: dict) -> dict:
+    return {"id": f"3EB0{next(counter):018X}"}
+"""
+"""The bare reference: ``POST /send`` answering an id at once (uvicorn, one process)."""
 
 
 async def bare_reference(requests: int, concurrency: int, work_dir: Path) -> dict[str, float]:

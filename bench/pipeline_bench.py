@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import shlex
@@ -44,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -287,25 +289,46 @@ async def kill_run(
     return result
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def bench_cluster(
+    prefix: str, *, workers: int, shards: int, stores: str
+) -> AsyncIterator[tuple[Cluster, str, Path]]:
+    """The whole system as processes on a fresh vhost (``tests/harness.py``), webhooks to
+    loopback allowed and the rate limiter off; yields ``(cluster, amqp_url, work_dir)`` once it is
+    started, and stops it and deletes the vhost on exit."""
     vhost = f"wa_bench_{new_id().lower()}"
     rabbitmqctl("add_vhost", vhost)
     rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     amqp_url = f"amqp://guest:guest@{AMQP_HOST}/{vhost}"
-    work_dir = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
-    cluster = Cluster(
-        amqp_url,
-        work_dir=work_dir,
-        workers=args.workers,
-        stores=args.stores,
-        env={
-            "LOG_LEVEL": "WARNING",
-            "WA_SHARDS": str(args.shards),
-            "WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true",
-            "GATEWAY_ALLOW_PRIVATE_WEBHOOK_URLS": "true",
-            "GATEWAY_RATE_LIMIT_PER_S": "0",
-        },
-    )
+    work_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    env = {
+        "LOG_LEVEL": "WARNING",
+        "WA_SHARDS": str(shards),
+        "WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true",
+        "GATEWAY_ALLOW_PRIVATE_WEBHOOK_URLS": "true",
+        "GATEWAY_RATE_LIMIT_PER_S": "0",
+    }
+    cluster = Cluster(amqp_url, work_dir=work_dir, workers=workers, stores=stores, env=env)
+    try:
+        await cluster.start(timeout_s=300)
+        yield cluster, amqp_url, work_dir
+    finally:
+        await cluster.stop()
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, timeout=120, capture_output=True
+        )
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    async with bench_cluster(
+        "pipeline-bench-", workers=args.workers, shards=args.shards, stores=args.stores
+    ) as (cluster, amqp_url, work_dir):
+        return await _measure(args, cluster, amqp_url, work_dir)
+
+
+async def _measure(
+    args: argparse.Namespace, cluster: Cluster, amqp_url: str, work_dir: Path
+) -> dict[str, Any]:
     out: dict[str, Any] = {"workDir": str(work_dir)}
     phase = time.monotonic()
 
@@ -315,58 +338,51 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"bench: {what} ({now - phase:.0f} s)", flush=True)
         phase = now
 
-    try:
-        await cluster.start(timeout_s=300)
-        mark("cluster started")
-        # The references first, while the system idles.
-        out["bare"] = await bare_reference(args.bare_requests, args.clients, work_dir)
-        out["amqp"] = await asyncio.wait_for(amqp_roundtrip(amqp_url, args.bare_requests, args.clients), 180)
-        mark("references measured")
-        login = await cluster.login()
-        key = login["user"]["apiKey"]
-        hooks = Hooks()
-        async with httpx.AsyncClient(base_url=cluster.gateway_url, timeout=60) as api:
-            bench = Bench(cluster, api, {"x-api-key": key}, hooks)
-            await hooks.receiver.start()
-            try:
-                senders = await bench.create_and_link(args.instances, webhook=True)
-                mark(f"{len(senders)} sending instances linked")
-                warm = min(args.sends, 2 * args.clients)
-                await closed_loop("warm", cluster.gateway_url, key, hooks, senders, warm, args.clients)
-                await hooks.settle()
-                mark(f"warm-up ({warm} sends)")
-                out["saturation"] = await saturation(args, cluster, key, hooks, senders)
-                mark("saturation measured")
-                out["one"] = await ordered_clients(
-                    cluster.gateway_url, key, hooks, senders[0], args.one_clients, args.one_sends
-                )
-                mark("one instance measured")
-                out["open"] = await open_loop(
-                    cluster.gateway_url, key, hooks, senders, args.rate, args.open_seconds
-                )
-                await hooks.settle()
-                mark("open loop measured (backlog drained)")
-                if args.kill_worker:
-                    out["kill"] = await kill_run(args, cluster, bench, key, senders)
-                    mark("kill measured")
-                if args.failover:
-                    more = max(0, args.linked - len(senders))
-                    started = time.monotonic()
-                    if more:
-                        await bench.create_and_link(more, webhook=False)
-                    out["link_s"] = time.monotonic() - started
-                    out["linked"] = len(senders) + more
-                    mark(f"{more} more instances linked")
-                    out["failover"] = await bench.failover()
-                    mark("failover measured")
-            finally:
-                await hooks.receiver.stop()
-        return out
-    finally:
-        await cluster.stop()
-        subprocess.run(
-            ["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, timeout=120, capture_output=True
-        )
+    mark("cluster started")
+    # The references first, while the system idles.
+    out["bare"] = await bare_reference(args.bare_requests, args.clients, work_dir)
+    out["amqp"] = await asyncio.wait_for(amqp_roundtrip(amqp_url, args.bare_requests, args.clients), 180)
+    mark("references measured")
+    login = await cluster.login()
+    key = login["user"]["apiKey"]
+    hooks = Hooks()
+    async with httpx.AsyncClient(base_url=cluster.gateway_url, timeout=60) as api:
+        bench = Bench(cluster, api, {"x-api-key": key}, hooks)
+        await hooks.receiver.start()
+        try:
+            senders = await bench.create_and_link(args.instances, webhook=True)
+            mark(f"{len(senders)} sending instances linked")
+            warm = min(args.sends, 2 * args.clients)
+            await closed_loop("warm", cluster.gateway_url, key, hooks, senders, warm, args.clients)
+            await hooks.settle()
+            mark(f"warm-up ({warm} sends)")
+            out["saturation"] = await saturation(args, cluster, key, hooks, senders)
+            mark("saturation measured")
+            out["one"] = await ordered_clients(
+                cluster.gateway_url, key, hooks, senders[0], args.one_clients, args.one_sends
+            )
+            mark("one instance measured")
+            out["open"] = await open_loop(
+                cluster.gateway_url, key, hooks, senders, args.rate, args.open_seconds
+            )
+            await hooks.settle()
+            mark("open loop measured (backlog drained)")
+            if args.kill_worker:
+                out["kill"] = await kill_run(args, cluster, bench, key, senders)
+                mark("kill measured")
+            if args.failover:
+                more = max(0, args.linked - len(senders))
+                started = time.monotonic()
+                if more:
+                    await bench.create_and_link(more, webhook=False)
+                out["link_s"] = time.monotonic() - started
+                out["linked"] = len(senders) + more
+                mark(f"{more} more instances linked")
+                out["failover"] = await bench.failover()
+                mark("failover measured")
+        finally:
+            await hooks.receiver.stop()
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,37 +10,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import tempfile
-from pathlib import Path
 
 import httpx
 
 from bench.cpu import CpuMeter, per_operation_ms
 from bench.load import Hooks, closed_loop, meter_for, pct
-from bench.pipeline_bench import AMQP_HOST, Bench, rabbitmqctl
-from tests.harness import Cluster
-from wa_common.ids import new_id
+from bench.pipeline_bench import Bench, bench_cluster
 
 __all__ = ["main", "meter_for"]
 
 
 async def run(args: argparse.Namespace) -> None:
-    vhost = f"wa_bench_{new_id().lower()}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    amqp_url = f"amqp://guest:guest@{AMQP_HOST}/{vhost}"
-    work_dir = Path(tempfile.mkdtemp(prefix="send-cost-"))
-    env = {
-        "LOG_LEVEL": "WARNING",
-        "WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true",
-        "GATEWAY_ALLOW_PRIVATE_WEBHOOK_URLS": "true",
-        "GATEWAY_RATE_LIMIT_PER_S": "0",
-        "WA_SHARDS": str(args.shards),
-    }
-    cluster = Cluster(amqp_url, work_dir=work_dir, workers=args.workers, env=env, stores=args.stores)
-    try:
-        await cluster.start(timeout_s=300)
+    async with bench_cluster("send-cost-", workers=args.workers, shards=args.shards, stores=args.stores) as (
+        cluster,
+        _,
+        work_dir,
+    ):
         key = (await cluster.login())["user"]["apiKey"]
         hooks = Hooks()
         async with httpx.AsyncClient(base_url=cluster.gateway_url, timeout=60) as api:
@@ -70,9 +55,6 @@ async def run(args: argparse.Namespace) -> None:
         print(f"  {'TOTAL (system)':40s} {sum(system.values()):7.2f} ms/send")
         if args.keep:
             print("work dir", work_dir)
-    finally:
-        await cluster.stop()
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, timeout=120)
 
 
 def main() -> None:

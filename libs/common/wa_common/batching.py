@@ -48,10 +48,6 @@ class GroupCommit(Generic[T, R]):
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._running: asyncio.Task[None] | None = None
 
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
     async def submit(self, item: T) -> R:
         """Queue ``item`` for the next flush and wait for its result (or its exception)."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()

@@ -144,7 +144,7 @@ async def test_a_publish_the_broker_refuses_stays_until_the_relay_sends_it(world
     await gone.close()
     event = an_event(new_id())
     await world.repo.stage_event(None, outbox.pending(event, S))
-    assert await outbox.deliver(gone, event, world.worker.recorder.published) is False
+    assert await outbox.deliver_all(gone, [event], world.worker.recorder.published) == [False]
     assert event.id in await world.pending_ids()
     await wait_for(lambda: world.received(event.id), timeout_s=15, message="relayed after a refusal")
 

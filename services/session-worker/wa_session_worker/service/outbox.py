@@ -99,23 +99,6 @@ async def deliver_all(bus: Bus, events: list[Event], published: Published) -> li
     return [error is None for error in errors]
 
 
-async def deliver(bus: Bus, event: Event, published: Published) -> bool:
-    """Publish a staged ``event`` and hand its id to ``published`` (its entry is deleted with the
-    next batch); ``False`` when the entry stays for the relay.
-
-    Never raises: the event is safe in the outbox whatever the broker does.
-    """
-    try:
-        await bus.publish_event(event)
-    except Exception as exc:
-        log.warning(
-            "event kept in the outbox for the relay", event_id=event.id, type=event.type, error=str(exc)
-        )
-        return False
-    published.add(event.id)
-    return True
-
-
 def _safe_error(exc: BaseException) -> str:
     """A log-safe account of a relay failure: an entry's body holds event data (webhook secrets
     in instance snapshots), which a parse error or a driver error would quote."""
